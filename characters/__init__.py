@@ -1,0 +1,1 @@
+"""Per-server characters made from one reference photo, used as `@name` in prompts."""

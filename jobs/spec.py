@@ -1,0 +1,124 @@
+"""What crosses the queue: plain, versioned job specs, progress events and results.
+
+A `JobSpec` is self-contained: a worker runs it with nothing but the spec and its weights. Specs and
+results are serialized with msgpack (never pickle: anyone who can write to Redis could otherwise run
+code on the workers).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Literal
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field
+
+SPEC_VERSION = 1
+
+JobKind = Literal["txt2img", "noop"]
+
+
+def new_id(prefix: str) -> str:
+    """A short random id such as `g_3k9x2c7q1m4z`: safe in file names, URLs and button custom ids."""
+    alphabet = "0123456789abcdefghijkmnpqrstuvwxyz"
+    return prefix + "_" + "".join(secrets.choice(alphabet) for _ in range(12))
+
+
+class _Plain(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+
+
+class Recipe(_Plain):
+    """How to make the images: everything but the words."""
+
+    profile: str = Field(description="catalog profile that routed this job, e.g. `tiny-xl`")
+    family: str = Field(description="pipeline family: sd15, sdxl, sd3, flux")
+    checkpoint: str = Field(description="HF id, local path, or `tiny:<family>`")
+    scheduler: str = Field(description="diffusers scheduler class name, e.g. EulerDiscreteScheduler")
+    steps: int = Field(ge=1, le=200)
+    cfg: float = Field(ge=0.0, le=50.0)
+    width: int = Field(ge=64, le=4096, multiple_of=8)
+    height: int = Field(ge=64, le=4096, multiple_of=8)
+    seeds: tuple[int, ...] = Field(
+        min_length=1, max_length=8, description="one seed per variation; variation k uses seeds[k-1]"
+    )
+
+
+class InputImage(_Plain):
+    """An image a job needs (a reference photo, a parent variation), carried by value."""
+
+    role: str
+    media_type: str = "image/png"
+    data: bytes
+
+
+class JobSpec(_Plain):
+    version: int = SPEC_VERSION
+    job_id: str = Field(default_factory=lambda: new_id("j"))
+    generation_id: str
+    kind: JobKind = "txt2img"
+    prompt: str = ""
+    negative: str = ""
+    recipe: Recipe | None = None
+    inputs: tuple[InputImage, ...] = ()
+
+    def single_variation(self, index: int) -> JobSpec:
+        """The spec that reproduces variation `index` (1-based) alone, from its own seed."""
+        if self.recipe is None:
+            raise ValueError(f"job {self.job_id} has no recipe")
+        seed = self.recipe.seeds[index - 1]
+        recipe = self.recipe.model_copy(update={"seeds": (seed,)})
+        return self.model_copy(update={"recipe": recipe, "job_id": new_id("j")})
+
+
+class ProgressEvent(_Plain):
+    """What a job is doing now. `step`/`total` are set while the pipeline denoises."""
+
+    job_id: str
+    state: Literal["queued", "started", "loading", "step", "encoding", "finished", "failed"]
+    step: int = 0
+    total: int = 0
+    position: int | None = Field(default=None, description="place in the queue while `queued` (0 = next)")
+    message: str = ""
+
+
+class ResultImage(_Plain):
+    index: int = Field(ge=1, description="variation number, 1-based")
+    seed: int
+    width: int
+    height: int
+    png: bytes = Field(description="PNG with the recipe embedded (A1111 `parameters` + `likeness` JSON)")
+
+
+class JobResult(_Plain):
+    version: int = SPEC_VERSION
+    job_id: str
+    generation_id: str
+    ok: bool
+    error: str = Field(default="", description="why the job failed, fit to show a user")
+    images: tuple[ResultImage, ...] = ()
+    grid: bytes | None = Field(default=None, description="contact sheet of the variations (PNG)")
+    worker: str = ""
+    timings: dict[str, float] = Field(default_factory=dict, description="seconds per phase: load, run, encode")
+    notices: tuple[str, ...] = Field(default=(), description="things the user should know, e.g. noise weights")
+
+
+def _default(obj: Any) -> Any:
+    # arq puts exceptions and datetimes in its own records; keep them readable, never executable.
+    if isinstance(obj, BaseException):
+        return f"{type(obj).__name__}: {obj}"
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    raise TypeError(f"cannot serialize {type(obj).__name__} onto the queue")
+
+
+def pack(obj: Any) -> bytes:
+    """msgpack for the queue (arq's `job_serializer`)."""
+    return msgpack.packb(obj, default=_default, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def unpack(data: bytes) -> Any:
+    """The inverse of `pack` (arq's `job_deserializer`)."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
