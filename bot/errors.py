@@ -26,3 +26,7 @@ class UnknownProfile(UserError):
 
 class GenerationNotFound(UserError):
     """A generation id that this server never made (or that was deleted)."""
+
+
+class JobFailed(UserError):
+    """The job ran and failed; the message carries the worker's reason."""

@@ -99,8 +99,12 @@ class JobResult(_Plain):
     images: tuple[ResultImage, ...] = ()
     grid: bytes | None = Field(default=None, description="contact sheet of the variations (PNG)")
     worker: str = ""
-    timings: dict[str, float] = Field(default_factory=dict, description="seconds per phase: load, run, encode")
-    notices: tuple[str, ...] = Field(default=(), description="things the user should know, e.g. noise weights")
+    timings: dict[str, float] = Field(
+        default_factory=dict, description="seconds per phase: load, run, encode"
+    )
+    notices: tuple[str, ...] = Field(
+        default=(), description="things the user should know, e.g. noise weights"
+    )
 
 
 def _default(obj: Any) -> Any:

@@ -1,0 +1,184 @@
+"""The ledger: every generation, recorded before it is enqueued, followed to delivered or failed.
+
+SQLite through aiosqlite, in WAL mode with a busy timeout. Each unit of work opens its own connection:
+transactions on one shared connection would interleave between concurrent tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+
+Status = Literal["recorded", "queued", "running", "finished", "delivered", "failed"]
+STATUSES: tuple[Status, ...] = ("recorded", "queued", "running", "finished", "delivered", "failed")
+OPEN_STATUSES: tuple[Status, ...] = ("recorded", "queued", "running", "finished")
+
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE generations (
+        id TEXT PRIMARY KEY,
+        platform TEXT NOT NULL,
+        server_id TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        request TEXT NOT NULL,
+        route TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        status TEXT NOT NULL,
+        error TEXT NOT NULL DEFAULT '',
+        result TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX generations_by_status ON generations (status, created_at);
+    CREATE INDEX generations_by_server ON generations (platform, server_id, created_at);
+    """,
+)
+
+
+@dataclass(frozen=True)
+class Generation:
+    id: str
+    platform: str
+    server_id: str
+    channel_id: str
+    user_id: str
+    request: dict[str, Any]
+    route: dict[str, Any]
+    spec: dict[str, Any]
+    job_id: str
+    queue: str
+    status: Status
+    error: str
+    result: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One connection for one unit of work; commits on success, rolls back on error."""
+        async with aiosqlite.connect(self.path) as db:
+            await db.execute("PRAGMA busy_timeout = 5000")
+            await db.execute("PRAGMA foreign_keys = ON")
+            db.row_factory = aiosqlite.Row
+            try:
+                yield db
+            except BaseException:
+                await db.rollback()
+                raise
+            await db.commit()
+
+    async def open(self) -> None:
+        """Create or migrate the schema; safe to call on every start."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        async with self.connect() as db:
+            await db.execute("PRAGMA journal_mode = WAL")
+            async with db.execute("PRAGMA user_version") as cursor:
+                row = await cursor.fetchone()
+            version = int(row[0]) if row else 0
+            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                await db.executescript(script)
+                await db.execute(f"PRAGMA user_version = {number}")
+
+    async def record(
+        self,
+        *,
+        generation_id: str,
+        platform: str,
+        server_id: str,
+        channel_id: str,
+        user_id: str,
+        request: dict[str, Any],
+        route: dict[str, Any],
+        spec: dict[str, Any],
+        job_id: str,
+        queue: str,
+    ) -> None:
+        now = time.time()
+        async with self.connect() as db:
+            await db.execute(
+                "INSERT INTO generations (id, platform, server_id, channel_id, user_id, request, route, spec,"
+                " job_id, queue, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    generation_id, platform, server_id, channel_id, user_id, json.dumps(request),
+                    json.dumps(route), json.dumps(spec), job_id, queue, "recorded", now, now,
+                ),
+            )  # fmt: skip
+
+    async def set_status(
+        self,
+        generation_id: str,
+        status: Status,
+        *,
+        error: str = "",
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        async with self.connect() as db:
+            if result is None:
+                cursor = await db.execute(
+                    "UPDATE generations SET status = ?, error = ?, updated_at = ? WHERE id = ?",
+                    (status, error, time.time(), generation_id),
+                )
+            else:
+                cursor = await db.execute(
+                    "UPDATE generations SET status = ?, error = ?, result = ?, updated_at = ? WHERE id = ?",
+                    (status, error, json.dumps(result), time.time(), generation_id),
+                )
+            if cursor.rowcount != 1:
+                raise KeyError(f"no generation {generation_id} in the ledger")
+
+    async def get(self, generation_id: str) -> Generation | None:
+        async with (
+            self.connect() as db,
+            db.execute("SELECT * FROM generations WHERE id = ?", (generation_id,)) as cursor,
+        ):
+            row = await cursor.fetchone()
+        return _generation(row) if row else None
+
+    async def open_generations(self) -> list[Generation]:
+        """Generations not yet delivered or failed, oldest first: what a restart must pick up."""
+        marks = ",".join("?" for _ in OPEN_STATUSES)
+        async with (
+            self.connect() as db,
+            db.execute(
+                f"SELECT * FROM generations WHERE status IN ({marks}) ORDER BY created_at", OPEN_STATUSES
+            ) as cursor,
+        ):
+            rows = await cursor.fetchall()
+        return [_generation(row) for row in rows]
+
+
+def _generation(row: aiosqlite.Row) -> Generation:
+    return Generation(
+        id=row["id"],
+        platform=row["platform"],
+        server_id=row["server_id"],
+        channel_id=row["channel_id"],
+        user_id=row["user_id"],
+        request=json.loads(row["request"]),
+        route=json.loads(row["route"]),
+        spec=json.loads(row["spec"]),
+        job_id=row["job_id"],
+        queue=row["queue"],
+        status=row["status"],
+        error=row["error"],
+        result=json.loads(row["result"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )

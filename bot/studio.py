@@ -1,0 +1,228 @@
+"""The Studio: the conversation brain shared by every adapter (console, Discord, Slack). No platform imports.
+
+A request becomes a generation in four moves: parse, route, record in the ledger, enqueue. Its result
+is written under the data dir and the generation marked finished; the adapter marks it delivered once
+the platform accepted the post.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.commands import PortraitRequest, parse_portrait
+from bot.errors import BadFlag, JobFailed, UnknownProfile
+from bot.ledger import Ledger
+from jobs.queue import JobHandle, Queue
+from jobs.spec import JobResult, JobSpec, Recipe, new_id
+from router.catalog import QUEUE_PREFIX, Catalog
+from router.route import Route, RouteError, route
+
+log = logging.getLogger(__name__)
+
+SEED_LIMIT = 2**32
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who asked, and where: the platform-free address of a request."""
+
+    platform: str
+    server_id: str
+    channel_id: str
+    user_id: str
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A recorded, enqueued generation."""
+
+    generation_id: str
+    spec: JobSpec
+    handle: JobHandle
+    caption: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A generation's files on disk and the words that go with them."""
+
+    generation_id: str
+    files: tuple[Path, ...]
+    grid: Path | None
+    seeds: tuple[int, ...]
+    caption: str
+    notices: tuple[str, ...]
+
+
+def plan_portrait(text: str, catalog: Catalog) -> tuple[PortraitRequest, Route]:
+    """Parse and route without side effects (what `/route` shows). Raises UserError for bad input."""
+    request = parse_portrait(text)
+    try:
+        chosen = route(request, catalog)
+    except RouteError as exc:
+        error = UnknownProfile if request.engine and catalog.get(request.engine) is None else BadFlag
+        raise error(str(exc)) from exc
+    return request, chosen
+
+
+def random_seed() -> int:
+    return secrets.randbelow(SEED_LIMIT)
+
+
+class Studio:
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        catalog: Catalog,
+        queue: Queue,
+        generations_dir: Path,
+        job_wait_s: float = 1800,
+        seed_source: Callable[[], int] = random_seed,
+    ) -> None:
+        self.ledger = ledger
+        self.catalog = catalog
+        self.queue = queue
+        self.generations_dir = generations_dir
+        self.job_wait_s = job_wait_s
+        self._seed_source = seed_source
+
+    def plan(self, text: str) -> tuple[PortraitRequest, Route]:
+        return plan_portrait(text, self.catalog)
+
+    async def portrait(self, origin: Origin, text: str) -> Submission:
+        """Record a /portrait request in the ledger, then enqueue it. Raises UserError for bad input."""
+        request, chosen = self.plan(text)
+        generation_id = new_id("g")
+        seed = request.seed if request.seed is not None else self._seed_source()
+        params = chosen.params
+        recipe = Recipe(
+            profile=chosen.profile.name,
+            family=chosen.profile.family,
+            checkpoint=chosen.profile.checkpoint,
+            scheduler=params.scheduler,
+            steps=params.steps,
+            cfg=params.cfg,
+            width=params.width,
+            height=params.height,
+            seeds=tuple((seed + i) % SEED_LIMIT for i in range(request.count)),
+        )
+        spec = JobSpec(
+            generation_id=generation_id, prompt=request.prompt, negative=request.negative, recipe=recipe
+        )
+        reasons = "; ".join(chosen.reasons)
+        text_caption = f"{request.prompt} · seed {seed} · {chosen.profile.name} ({reasons})"
+        return await self._submit(
+            origin, spec, dataclasses.asdict(request), route_record(chosen), chosen.queue, text_caption
+        )
+
+    async def rerun(self, origin: Origin, old: JobSpec) -> Submission:
+        """A new generation from a recorded spec (e.g. the recipe embedded in a PNG): same pixels."""
+        if old.recipe is None:
+            raise BadFlag("this recipe has no image settings to re-run")
+        profile = self.catalog.get(old.recipe.profile)
+        queue = profile.queue_name if profile else QUEUE_PREFIX + old.recipe.profile
+        spec = JobSpec(
+            generation_id=new_id("g"),
+            prompt=old.prompt,
+            negative=old.negative,
+            recipe=old.recipe,
+            kind=old.kind,
+        )
+        reasons = [f"re-run of {old.generation_id}"]
+        text_caption = f"{spec.prompt} · seed {old.recipe.seeds[0]} · {old.recipe.profile} ({reasons[0]})"
+        route_info = {"profile": old.recipe.profile, "queue": queue, "reasons": reasons}
+        return await self._submit(
+            origin, spec, {"rerun_of": old.generation_id}, route_info, queue, text_caption
+        )
+
+    async def _submit(
+        self,
+        origin: Origin,
+        spec: JobSpec,
+        request: dict[str, Any],
+        route_info: dict[str, Any],
+        queue: str,
+        text_caption: str,
+    ) -> Submission:
+        # The ledger first: if enqueueing fails or the process dies, the generation is still on record.
+        await self.ledger.record(
+            generation_id=spec.generation_id,
+            platform=origin.platform,
+            server_id=origin.server_id,
+            channel_id=origin.channel_id,
+            user_id=origin.user_id,
+            request=request,
+            route=route_info,
+            spec=spec.model_dump(mode="json"),
+            job_id=spec.job_id,
+            queue=queue,
+        )
+        handle = await self.queue.submit(spec, queue)
+        await self.ledger.set_status(spec.generation_id, "queued")
+        return Submission(spec.generation_id, spec, handle, text_caption)
+
+    async def finish(self, submission: Submission) -> Finished:
+        """Wait for the job, keep its files under the data dir, and mark the generation finished."""
+        generation_id = submission.generation_id
+        result = await submission.handle.result(timeout=self.job_wait_s)
+        if not result.ok:
+            await self.ledger.set_status(generation_id, "failed", error=result.error)
+            raise JobFailed(f"generation {generation_id} failed: {result.error}")
+        files, grid = self._keep(generation_id, result)
+        await self.ledger.set_status(
+            generation_id,
+            "finished",
+            result={
+                "files": [str(f) for f in files],
+                "grid": str(grid) if grid else None,
+                "worker": result.worker,
+                "timings": result.timings,
+            },
+        )
+        return Finished(
+            generation_id=generation_id,
+            files=files,
+            grid=grid,
+            seeds=submission.spec.recipe.seeds if submission.spec.recipe else (),
+            caption=submission.caption,
+            notices=result.notices,
+        )
+
+    async def delivered(self, generation_id: str) -> None:
+        await self.ledger.set_status(generation_id, "delivered")
+
+    def _keep(self, generation_id: str, result: JobResult) -> tuple[tuple[Path, ...], Path | None]:
+        folder = self.generations_dir / generation_id
+        folder.mkdir(parents=True, exist_ok=True)
+        files = []
+        for image in result.images:
+            path = folder / f"{generation_id}_{image.index}.png"
+            _write_atomically(path, image.png)
+            files.append(path)
+        grid = None
+        if result.grid is not None:
+            grid = folder / f"{generation_id}_grid.png"
+            _write_atomically(grid, result.grid)
+        return tuple(files), grid
+
+
+def route_record(chosen: Route) -> dict[str, Any]:
+    return {
+        "profile": chosen.profile.name,
+        "params": dataclasses.asdict(chosen.params),
+        "queue": chosen.queue,
+        "reasons": list(chosen.reasons),
+    }
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_suffix(path.suffix + ".part")
+    temporary.write_bytes(data)
+    temporary.replace(path)

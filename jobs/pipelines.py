@@ -1,0 +1,205 @@
+"""Diffusers pipelines on the worker: loaded once, kept resident under a memory budget, run per recipe.
+
+Everything here is blocking and runs in a worker thread; the event loop never waits on torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jobs.spec import Recipe
+from jobs.tiny import ensure_tiny_pipeline
+
+log = logging.getLogger(__name__)
+
+TINY_PREFIX = "tiny:"
+
+# Single-file checkpoints need to be told their architecture; folders and hub ids carry model_index.json.
+_SINGLE_FILE_CLASSES = {
+    "sd15": "StableDiffusionPipeline",
+    "sdxl": "StableDiffusionXLPipeline",
+    "sd3": "StableDiffusion3Pipeline",
+    "flux": "FluxPipeline",
+}
+
+
+class WeightsMissing(RuntimeError):
+    """The checkpoint is not on this worker; the message says how to get it there."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where and in which precision pipelines run."""
+
+    name: str
+    dtype: torch.dtype
+
+    @classmethod
+    def pick(cls, device: str = "auto", dtype: str = "auto") -> Device:
+        if device == "auto":
+            if torch.cuda.is_available():
+                device = "cuda"
+            elif torch.backends.mps.is_available():
+                device = "mps"
+            else:
+                device = "cpu"
+        if dtype == "auto":
+            if device == "cuda":
+                dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+            elif device == "mps":
+                dtype = "float16"
+            else:
+                dtype = "float32"
+        return cls(name=device, dtype=getattr(torch, dtype))
+
+    def memory_gb(self) -> float:
+        """Memory this device offers to pipelines."""
+        if self.name == "cuda":
+            return torch.cuda.get_device_properties(0).total_memory / 2**30
+        import os
+
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return float(pages) / 2**30
+
+
+@dataclass
+class Resident:
+    pipeline: Any
+    memory_gb: float
+    loaded_in_s: float
+
+
+class PipelineCache:
+    """Pipelines by checkpoint: a checkpoint loads once and stays resident while it fits the budget.
+
+    When a new checkpoint does not fit, the least recently used ones are dropped first.
+    """
+
+    def __init__(self, models_dir: Path, device: Device, budget_gb: float) -> None:
+        self.models_dir = models_dir
+        self.device = device
+        self.budget_gb = budget_gb
+        self.loads: dict[str, int] = {}
+        self._resident: OrderedDict[str, Resident] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def resident(self) -> list[str]:
+        return list(self._resident)
+
+    def get(self, recipe: Recipe, memory_gb: float) -> tuple[Any, float]:
+        """The pipeline for `recipe`, loading it if needed; also the seconds spent loading (0 when warm)."""
+        with self._lock:
+            key = recipe.checkpoint
+            if key in self._resident:
+                self._resident.move_to_end(key)
+                return self._resident[key].pipeline, 0.0
+            self._make_room(memory_gb)
+            started = time.perf_counter()
+            pipeline = self._load(recipe)
+            took = time.perf_counter() - started
+            self._resident[key] = Resident(pipeline, memory_gb, took)
+            self.loads[key] = self.loads.get(key, 0) + 1
+            log.info("loaded %s in %.1fs on %s", key, took, self.device.name)
+            return pipeline, took
+
+    def _make_room(self, memory_gb: float) -> None:
+        used = sum(r.memory_gb for r in self._resident.values())
+        while self._resident and used + memory_gb > self.budget_gb:
+            name, dropped = self._resident.popitem(last=False)
+            used -= dropped.memory_gb
+            log.info("dropped %s to stay within the %.1f GB budget", name, self.budget_gb)
+            del dropped
+            if self.device.name == "cuda":
+                torch.cuda.empty_cache()
+
+    def _load(self, recipe: Recipe) -> Any:
+        import diffusers
+
+        checkpoint = recipe.checkpoint
+        if checkpoint.startswith(TINY_PREFIX):
+            source: str | Path = ensure_tiny_pipeline(checkpoint[len(TINY_PREFIX) :], self.models_dir)
+        else:
+            source = checkpoint
+        path = Path(str(source)).expanduser()
+        try:
+            if path.suffix == ".safetensors":
+                if not path.is_file():
+                    raise WeightsMissing(f"checkpoint file {path} does not exist on this worker")
+                cls = getattr(diffusers, _SINGLE_FILE_CLASSES[recipe.family])
+                pipeline = cls.from_single_file(str(path), torch_dtype=self.device.dtype)
+            else:
+                pipeline = diffusers.DiffusionPipeline.from_pretrained(
+                    str(source), torch_dtype=self.device.dtype, local_files_only=True
+                )
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, WeightsMissing):
+                raise
+            raise WeightsMissing(
+                f"weights for {checkpoint} are not on this worker ({type(exc).__name__}); "
+                f"download them once with `huggingface-cli download {checkpoint}` or point the profile's "
+                "checkpoint at a local path in models.toml"
+            ) from exc
+        pipeline.set_progress_bar_config(disable=True)
+        if hasattr(pipeline, "safety_checker") and getattr(pipeline, "safety_checker", None) is not None:
+            log.info("%s ships a safety checker; it stays on", checkpoint)
+        return pipeline.to(self.device.name)
+
+
+def set_scheduler(pipeline: Any, name: str) -> None:
+    """Swap the pipeline's scheduler for the recipe's (same config, other algorithm)."""
+    import diffusers
+
+    if type(pipeline.scheduler).__name__ == name:
+        return
+    cls = getattr(diffusers, name, None)
+    if cls is None or not hasattr(cls, "from_config"):
+        raise ValueError(f"scheduler {name!r} is not a diffusers scheduler")
+    pipeline.scheduler = cls.from_config(pipeline.scheduler.config)
+
+
+def txt2img(
+    pipeline: Any,
+    prompt: str,
+    negative: str,
+    recipe: Recipe,
+    on_step: Callable[[int, int], None],
+) -> list[Any]:
+    """All variations of one request as ONE batched call, one generator per seed.
+
+    Generators live on the CPU so a seed gives the same starting noise on any device, and variation k
+    can be reproduced alone from seeds[k-1].
+    """
+    set_scheduler(pipeline, recipe.scheduler)
+    generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in recipe.seeds]
+    total = recipe.steps
+
+    def step_end(_pipe: Any, step: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        on_step(step + 1, total)
+        return kwargs
+
+    call: dict[str, Any] = {
+        "prompt": prompt,
+        "num_inference_steps": recipe.steps,
+        "guidance_scale": recipe.cfg,
+        "width": recipe.width,
+        "height": recipe.height,
+        "num_images_per_prompt": len(recipe.seeds),
+        "generator": generators,
+        "callback_on_step_end": step_end,
+        "output_type": "pil",
+    }
+    if negative:
+        call["negative_prompt"] = negative
+    with torch.inference_mode():
+        output = pipeline(**call)
+    return list(output.images)

@@ -1,0 +1,242 @@
+"""The job queue: one protocol, two transports.
+
+`LocalQueue` runs a worker inside the same process (the embedded default). `ArqQueue` sends jobs to
+arq workers through Redis, one arq queue per route queue; progress comes back on a Redis stream per
+job. Both pass the same contract tests (tests/jobs/test_queue_contract.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+from jobs.spec import JobResult, JobSpec, ProgressEvent, pack, unpack
+
+log = logging.getLogger(__name__)
+
+ARQ_FUNCTION = "run_job"
+EVENTS_KEY = "likeness:events:"
+EVENTS_TTL_S = 24 * 3600
+TERMINAL = frozenset({"finished", "failed"})
+
+
+class JobHandle(Protocol):
+    """A submitted job: its progress events, then its result."""
+
+    @property
+    def job_id(self) -> str: ...
+
+    def events(self) -> AsyncIterator[ProgressEvent]:
+        """Progress until the job finishes or fails (the last event says which)."""
+        ...
+
+    async def result(self, timeout: float | None = None) -> JobResult: ...
+
+
+class Queue(Protocol):
+    async def submit(self, spec: JobSpec, queue_name: str) -> JobHandle: ...
+
+    async def close(self) -> None: ...
+
+
+Runner = Callable[[JobSpec, Callable[[ProgressEvent], None]], Awaitable[JobResult]]
+
+
+# --- in-process -----------------------------------------------------------------------------------
+
+
+class _LocalHandle:
+    def __init__(self, job_id: str) -> None:
+        self._job_id = job_id
+        self._events: asyncio.Queue[ProgressEvent] = asyncio.Queue()
+        self._result: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
+
+    @property
+    def job_id(self) -> str:
+        return self._job_id
+
+    def emit(self, event: ProgressEvent) -> None:
+        self._events.put_nowait(event)
+
+    def finish(self, result: JobResult) -> None:
+        state = "finished" if result.ok else "failed"
+        self.emit(ProgressEvent(job_id=self._job_id, state=state, message=result.error))
+        if not self._result.done():
+            self._result.set_result(result)
+
+    async def events(self) -> AsyncIterator[ProgressEvent]:
+        while True:
+            event = await self._events.get()
+            yield event
+            if event.state in TERMINAL:
+                return
+
+    async def result(self, timeout: float | None = None) -> JobResult:
+        return await asyncio.wait_for(asyncio.shield(self._result), timeout)
+
+
+class LocalQueue:
+    """A worker inside this process: jobs run one at a time, in submission order."""
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+        self._pending: asyncio.Queue[tuple[JobSpec, _LocalHandle]] = asyncio.Queue()
+        self._handles: dict[str, _LocalHandle] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, spec: JobSpec, queue_name: str) -> JobHandle:
+        if spec.job_id in self._handles:  # the same job twice is the same job
+            return self._handles[spec.job_id]
+        if self._task is None:
+            self._task = asyncio.create_task(self._work(), name="likeness-local-worker")
+        handle = _LocalHandle(spec.job_id)
+        self._handles[spec.job_id] = handle
+        handle.emit(ProgressEvent(job_id=spec.job_id, state="queued", position=self._pending.qsize()))
+        self._pending.put_nowait((spec, handle))
+        return handle
+
+    async def _work(self) -> None:
+        while True:
+            spec, handle = await self._pending.get()
+            try:
+                result = await self._runner(spec, handle.emit)
+            except Exception as exc:  # the runner reports failures itself; this is a last resort
+                log.exception("local job %s crashed", spec.job_id)
+                result = JobResult(
+                    job_id=spec.job_id,
+                    generation_id=spec.generation_id,
+                    ok=False,
+                    error=f"worker crashed: {exc}",
+                )
+            handle.finish(result)
+            self._handles.pop(spec.job_id, None)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+# --- arq on Redis ---------------------------------------------------------------------------------
+
+
+def arq_redis_settings(url: str) -> Any:
+    from arq.connections import RedisSettings
+
+    return RedisSettings.from_dsn(url)
+
+
+class EventPublisher:
+    """Worker side: appends a job's progress events, in order, to its Redis stream."""
+
+    def __init__(self, redis: Any, job_id: str) -> None:
+        self._redis = redis
+        self._key = EVENTS_KEY + job_id
+        self._queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._drain())
+
+    def emit(self, event: ProgressEvent) -> None:
+        self._queue.put_nowait(event)
+
+    async def _drain(self) -> None:
+        while (event := await self._queue.get()) is not None:
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.xadd(self._key, {"e": pack(event.model_dump())}, maxlen=500, approximate=True)
+                    pipe.expire(self._key, EVENTS_TTL_S)
+                    await pipe.execute()
+            except Exception:  # progress is best effort; the result travels separately
+                log.warning("could not publish progress for %s", self._key, exc_info=True)
+
+    async def close(self) -> None:
+        self._queue.put_nowait(None)
+        await self._task
+
+
+class _ArqHandle:
+    def __init__(self, queue: ArqQueue, job_id: str, queue_name: str) -> None:
+        self._queue = queue
+        self._job_id = job_id
+        self._queue_name = queue_name
+
+    @property
+    def job_id(self) -> str:
+        return self._job_id
+
+    async def events(self) -> AsyncIterator[ProgressEvent]:
+        redis = self._queue.redis
+        position = await redis.zrank(self._queue_name, self._job_id)
+        if position is not None:
+            yield ProgressEvent(job_id=self._job_id, state="queued", position=int(position))
+        key = EVENTS_KEY + self._job_id
+        last = "0-0"
+        while True:
+            # A finished job whose stream expired still has a result; check it when the stream is quiet.
+            reply = await redis.xread({key: last}, block=1000, count=100)
+            if not reply:
+                done = await self._queue.finished_result(self._job_id)
+                if done is not None:
+                    yield ProgressEvent(
+                        job_id=self._job_id, state="finished" if done.ok else "failed", message=done.error
+                    )
+                    return
+                continue
+            for entry_id, fields in reply[0][1]:
+                last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                event = ProgressEvent.model_validate(unpack(fields[b"e"]))
+                yield event
+                if event.state in TERMINAL:
+                    return
+
+    async def result(self, timeout: float | None = None) -> JobResult:
+        from arq.jobs import Job
+
+        job = Job(self._job_id, self._queue.redis, _queue_name=self._queue_name, _deserializer=unpack)
+        try:
+            raw = await job.result(timeout=timeout, poll_delay=self._queue.poll_delay_s)
+        except TimeoutError:
+            raise
+        except Exception as exc:  # the job function raised: arq hands back its (stringified) error
+            return JobResult(job_id=self._job_id, generation_id="", ok=False, error=f"the job failed: {exc}")
+        return JobResult.model_validate(raw)
+
+
+class ArqQueue:
+    """Jobs to arq workers over Redis; msgpack on the wire, never pickle."""
+
+    def __init__(self, redis: Any, *, poll_delay_s: float = 0.05) -> None:
+        self.redis = redis
+        self.poll_delay_s = poll_delay_s
+
+    @classmethod
+    async def connect(cls, url: str, *, poll_delay_s: float = 0.05) -> ArqQueue:
+        from arq import create_pool
+
+        redis = await create_pool(arq_redis_settings(url), job_serializer=pack, job_deserializer=unpack)
+        return cls(redis, poll_delay_s=poll_delay_s)
+
+    async def submit(self, spec: JobSpec, queue_name: str) -> JobHandle:
+        # arq refuses a job id it already knows: a duplicate submit joins the job already under way.
+        await self.redis.enqueue_job(
+            ARQ_FUNCTION, spec.model_dump(), _job_id=spec.job_id, _queue_name=queue_name
+        )
+        return _ArqHandle(self, spec.job_id, queue_name)
+
+    async def finished_result(self, job_id: str) -> JobResult | None:
+        from arq.constants import result_key_prefix
+
+        raw = await self.redis.get(result_key_prefix + job_id)
+        if raw is None:
+            return None
+        record = unpack(raw)
+        if not record.get("s"):
+            return JobResult(job_id=job_id, generation_id="", ok=False, error=str(record.get("r")))
+        return JobResult.model_validate(record["r"])
+
+    async def close(self) -> None:
+        await self.redis.aclose()

@@ -1,0 +1,236 @@
+"""The GPU worker: runs JobSpecs on resident pipelines, off the event loop, reporting progress.
+
+`JobRunner` is the part both queues share: the in-process LocalQueue calls it directly, and
+`serve()` wraps it in arq workers (one per profile queue) for `likeness worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from jobs.pipelines import Device, PipelineCache, WeightsMissing, txt2img
+from jobs.queue import ARQ_FUNCTION, EventPublisher, arq_redis_settings
+from jobs.settings import WorkerSettings
+from jobs.spec import SPEC_VERSION, JobResult, JobSpec, ProgressEvent, ResultImage, new_id, pack, unpack
+from router.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+ProgressSink = Callable[[ProgressEvent], None]
+
+TINY_NOTICE = (
+    "{profile} is a tiny random-weight model: its images are noise. "
+    "Configure real checkpoints in models.toml (README, section Models)."
+)
+
+
+class JobRunner:
+    """Runs one job at a time per device; pipelines stay loaded between jobs."""
+
+    def __init__(self, settings: WorkerSettings, catalog: Catalog) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.device = Device.pick(settings.device, settings.dtype)
+        budget = settings.memory_budget_gb or self.device.memory_gb() * (
+            0.9 if self.device.name == "cuda" else 0.5
+        )
+        self.cache = PipelineCache(settings.models_dir, self.device, budget)
+        self._device_lock = asyncio.Lock()
+
+    async def preload(self, profile_names: list[str]) -> None:
+        """Load the pipelines of these profiles now, so the first user does not wait for them."""
+        for name in profile_names:
+            profile = self.catalog.get(name)
+            if profile is None:
+                continue
+            recipe_stub = _recipe_for_loading(profile.checkpoint, profile.family)
+            await asyncio.to_thread(self.cache.get, recipe_stub, profile.memory_gb)
+
+    async def run(self, spec: JobSpec, progress: ProgressSink) -> JobResult:
+        """Run `spec`; failures come back as a JobResult with a reason, never as an exception."""
+        if spec.kind == "noop":
+            return JobResult(job_id=spec.job_id, generation_id=spec.generation_id, ok=True, worker=self.name)
+        loop = asyncio.get_running_loop()
+
+        def from_thread(event: ProgressEvent) -> None:
+            loop.call_soon_threadsafe(progress, event)
+
+        async with self._device_lock:
+            progress(ProgressEvent(job_id=spec.job_id, state="started"))
+            try:
+                return await asyncio.to_thread(self._run_blocking, spec, from_thread)
+            except WeightsMissing as exc:
+                return self._failed(spec, str(exc))
+            except Exception:
+                error_id = new_id("e")
+                log.exception("job %s failed (error id %s)", spec.job_id, error_id)
+                return self._failed(spec, f"the worker hit an internal error (error id {error_id})")
+
+    @property
+    def name(self) -> str:
+        return self.settings.worker_name
+
+    def _failed(self, spec: JobSpec, reason: str) -> JobResult:
+        return JobResult(
+            job_id=spec.job_id, generation_id=spec.generation_id, ok=False, error=reason, worker=self.name
+        )
+
+    def _run_blocking(self, spec: JobSpec, progress: ProgressSink) -> JobResult:
+        from jobs.media import contact_grid, encode_png
+
+        recipe = spec.recipe
+        if recipe is None:
+            return self._failed(spec, f"job {spec.job_id} ({spec.kind}) has no recipe")
+        profile = self.catalog.get(recipe.profile)
+        memory = profile.memory_gb if profile else 8.0
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        if recipe.checkpoint not in self.cache.resident:
+            progress(ProgressEvent(job_id=spec.job_id, state="loading", message=recipe.checkpoint))
+        pipeline, timings["load"] = self.cache.get(recipe, memory)
+
+        def on_step(step: int, total: int) -> None:
+            progress(ProgressEvent(job_id=spec.job_id, state="step", step=step, total=total))
+
+        run_started = time.perf_counter()
+        images = txt2img(pipeline, spec.prompt, spec.negative, recipe, on_step)
+        timings["run"] = time.perf_counter() - run_started
+
+        progress(ProgressEvent(job_id=spec.job_id, state="encoding"))
+        encode_started = time.perf_counter()
+        results = tuple(
+            ResultImage(index=i, seed=seed, width=img.width, height=img.height, png=encode_png(img, spec, i))
+            for i, (img, seed) in enumerate(zip(images, recipe.seeds, strict=True), start=1)
+        )
+        grid = contact_grid(images)
+        timings["encode"] = time.perf_counter() - encode_started
+        timings["total"] = time.perf_counter() - started
+        notices = (
+            (TINY_NOTICE.format(profile=recipe.profile),) if recipe.checkpoint.startswith("tiny:") else ()
+        )
+        return JobResult(
+            job_id=spec.job_id,
+            generation_id=spec.generation_id,
+            ok=True,
+            images=results,
+            grid=_png_bytes(grid),
+            worker=self.name,
+            timings=timings,
+            notices=notices,
+        )
+
+
+def _png_bytes(image: Any) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def _recipe_for_loading(checkpoint: str, family: str) -> Any:
+    from jobs.spec import Recipe
+
+    return Recipe(
+        profile="preload", family=family, checkpoint=checkpoint, scheduler="", steps=1, cfg=0.0,
+        width=64, height=64, seeds=(0,),
+    )  # fmt: skip
+
+
+async def run_job(ctx: dict[str, Any], spec_data: dict[str, Any]) -> dict[str, Any]:
+    """The arq job function: one JobSpec in, one JobResult out, progress to the job's event stream."""
+    runner: SupportsRun = ctx["runner"]
+    version = spec_data.get("version") if isinstance(spec_data, dict) else None
+    if version != SPEC_VERSION:
+        job_id = str(ctx.get("job_id", ""))
+        reason = f"job spec version {version!r} is not {SPEC_VERSION}; upgrade the worker or the bot"
+        gen = str(spec_data.get("generation_id", "")) if isinstance(spec_data, dict) else ""
+        return JobResult(job_id=job_id, generation_id=gen, ok=False, error=reason).model_dump()
+    spec = JobSpec.model_validate(spec_data)
+    publisher = EventPublisher(ctx["redis"], spec.job_id)
+    result = await runner.run(spec, publisher.emit)
+    publisher.emit(
+        ProgressEvent(job_id=spec.job_id, state="finished" if result.ok else "failed", message=result.error)
+    )
+    await publisher.close()
+    return result.model_dump()
+
+
+class SupportsRun(Protocol):
+    async def run(self, spec: JobSpec, progress: ProgressSink) -> JobResult: ...
+
+
+def arq_worker(
+    runner: SupportsRun,
+    queue_name: str,
+    redis_url: str,
+    *,
+    burst: bool = False,
+    poll_delay_s: float = 0.05,
+    job_timeout_s: float = 900,
+) -> Any:
+    """An arq Worker that feeds one queue to `runner`. Build it inside the running event loop."""
+    from arq import Worker, func
+
+    return Worker(
+        functions=[func(run_job, name=ARQ_FUNCTION, timeout=job_timeout_s)],
+        queue_name=queue_name,
+        redis_settings=arq_redis_settings(redis_url),
+        ctx={"runner": runner},
+        burst=burst,
+        poll_delay=poll_delay_s,
+        max_jobs=1,
+        handle_signals=False,
+        job_serializer=pack,
+        job_deserializer=unpack,
+        keep_result=24 * 3600,
+    )
+
+
+async def serve(settings: WorkerSettings, catalog: Catalog, *, burst: bool = False) -> None:
+    """Run arq workers for the configured profiles until SIGINT/SIGTERM (or, with `burst`, until idle).
+
+    The arq Worker must be built inside the running event loop: built outside, it hangs silently.
+    """
+    if not settings.redis_url:
+        raise ValueError(
+            "a worker needs a Redis URL: set LIKENESS_REDIS_URL or pass --redis redis://host:6379"
+        )
+    names = settings.profiles or [catalog.default]
+    unknown = [n for n in names if catalog.get(n) is None]
+    if unknown:
+        raise ValueError(
+            f"unknown profile(s) {', '.join(unknown)}; use names from `likeness models list`: "
+            + ", ".join(p.name for p in catalog)
+        )
+    runner = JobRunner(settings, catalog)
+    await runner.preload(names)
+    queues = sorted({catalog.profiles[n].queue_name for n in names})
+    workers = [
+        arq_worker(
+            runner,
+            queue,
+            settings.redis_url,
+            burst=burst,
+            poll_delay_s=settings.poll_delay_s,
+            job_timeout_s=settings.job_timeout_s,
+        )
+        for queue in queues
+    ]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda s=sig: [w.handle_sig(s) for w in workers])
+    log.info(
+        "worker %s serving %s on %s (%s)", runner.name, ", ".join(names), ", ".join(queues), runner.device
+    )
+    try:
+        await asyncio.gather(*(w.async_run() for w in workers))
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await asyncio.gather(*(w.close() for w in workers))

@@ -1,0 +1,237 @@
+"""The model catalog: profiles read from `models.toml`, and which of them this host can serve.
+
+Loading the catalog is the only place in `router/` that touches the file system (to read the TOML and
+to see which checkpoints are present); `route()` itself is a pure function of the loaded catalog.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from router.sizes import RESOLUTION_CLASSES
+
+FAMILIES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "flux")
+CAPABILITIES: tuple[str, ...] = ("photoreal", "literal", "text", "identity", "stylized")
+TINY_PREFIX = "tiny:"
+PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+QUEUE_PREFIX = "likeness:profile:"
+
+
+class CatalogError(ValueError):
+    """models.toml is malformed; the message names the file, the profile, the field and the fix."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named engine recipe: which checkpoint, how to run it, what it is good at."""
+
+    name: str
+    family: str
+    checkpoint: str
+    scheduler: str
+    steps: int
+    max_steps: int
+    cfg: float
+    cfg_min: float
+    cfg_max: float
+    resolution: str
+    memory_gb: float
+    capabilities: tuple[str, ...]
+    description: str = ""
+    queue: str = ""
+    available: bool = False  # weights present on this host (tiny profiles: always, built on demand)
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.checkpoint.startswith(TINY_PREFIX)
+
+    @property
+    def queue_name(self) -> str:
+        """The queue its jobs go to: workers that serve this profile listen on it."""
+        return self.queue or QUEUE_PREFIX + self.name
+
+
+@dataclass(frozen=True)
+class Catalog:
+    profiles: Mapping[str, Profile]
+    default: str
+    default_reason: str = ""
+    source: str = ""
+
+    def get(self, name: str) -> Profile | None:
+        return self.profiles.get(name.lower())
+
+    def __iter__(self) -> Iterator[Profile]:
+        return iter(self.profiles.values())
+
+    @property
+    def default_profile(self) -> Profile:
+        return self.profiles[self.default]
+
+
+def weights_present(checkpoint: str) -> bool:
+    """Whether a checkpoint can be loaded here without a download."""
+    if checkpoint.startswith(TINY_PREFIX):
+        return True
+    path = Path(checkpoint).expanduser()
+    if path.is_absolute() or checkpoint.startswith((".", "~")) or path.suffix == ".safetensors":
+        return path.is_file() or (path / "model_index.json").is_file()
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub is a base dependency
+        return False
+    found = try_to_load_from_cache(checkpoint, "model_index.json")
+    return isinstance(found, str)
+
+
+def load_catalog(
+    path: Path | None = None,
+    *,
+    default: str | None = None,
+    probe: Callable[[str], bool] = weights_present,
+) -> Catalog:
+    """Read a catalog file (the shipped one when `path` is None) and mark the profiles this host can run.
+
+    `default` overrides the file's `default` (a profile name or "auto").
+    """
+    if path is None:
+        text = resources.files("router").joinpath("models.toml").read_text(encoding="utf-8")
+        source = "built-in models.toml"
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CatalogError(
+                f"cannot read the models file {path}: {exc.strerror}; fix LIKENESS_MODELS_FILE"
+            ) from exc
+        source = str(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{source} is not valid TOML: {exc}") from exc
+    return catalog_from_dict(data, source=source, default=default, probe=probe)
+
+
+def catalog_from_dict(
+    data: Mapping[str, Any],
+    *,
+    source: str = "models.toml",
+    default: str | None = None,
+    probe: Callable[[str], bool] = weights_present,
+) -> Catalog:
+    raw_profiles = data.get("profiles")
+    if not isinstance(raw_profiles, Mapping) or not raw_profiles:
+        raise CatalogError(f"{source} defines no profiles; add at least one [profiles.NAME] table")
+    profiles: dict[str, Profile] = {}
+    for name, raw in raw_profiles.items():
+        profile = _profile(source, name, raw)
+        profiles[profile.name] = _with_availability(profile, probe)
+    chosen, reason = _choose_default(source, profiles.values(), default or str(data.get("default", "auto")))
+    return Catalog(profiles=profiles, default=chosen, default_reason=reason, source=source)
+
+
+def _with_availability(profile: Profile, probe: Callable[[str], bool]) -> Profile:
+    return replace(profile, available=probe(profile.checkpoint))
+
+
+def _choose_default(source: str, profiles: Iterable[Profile], wanted: str) -> tuple[str, str]:
+    profiles = list(profiles)
+    if wanted != "auto":
+        names = [p.name for p in profiles]
+        if wanted.lower() not in names:
+            raise CatalogError(
+                f"{source}: default profile {wanted!r} is not in the catalog; use one of {', '.join(names)}"
+            )
+        return wanted.lower(), "set as the default"
+    for profile in profiles:
+        if profile.available and not profile.is_tiny:
+            return profile.name, "first profile whose weights are present on this host"
+    for profile in profiles:
+        if profile.is_tiny and profile.family == "sdxl":
+            return profile.name, "no real weights on this host: tiny random-weight profile (noise)"
+    tiny = [p for p in profiles if p.is_tiny]
+    if tiny:
+        return tiny[0].name, "no real weights on this host: tiny random-weight profile (noise)"
+    return profiles[0].name, "no profile has weights here; the first one is the default"
+
+
+_NUMBERS = {"steps": int, "max_steps": int, "cfg": float, "cfg_min": float, "cfg_max": float}
+
+
+def _profile(source: str, name: str, raw: Any) -> Profile:
+    where = f"{source}: profile {name!r}"
+    if not PROFILE_NAME.match(name):
+        raise CatalogError(f"{where}: names are lowercase letters, digits, '.', '_' or '-' (up to 64)")
+    if not isinstance(raw, Mapping):
+        raise CatalogError(f"{where} must be a table: [profiles.{name}]")
+    known = {
+        "family", "checkpoint", "scheduler", "steps", "max_steps", "cfg", "cfg_min", "cfg_max",
+        "resolution", "memory_gb", "capabilities", "description", "queue",
+    }  # fmt: skip
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise CatalogError(
+            f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    for required in ("family", "checkpoint"):
+        if not isinstance(raw.get(required), str) or not raw[required]:
+            raise CatalogError(f"{where}: `{required}` is required (a string)")
+    family = raw["family"]
+    if family not in FAMILIES:
+        raise CatalogError(f"{where}: family {family!r} is not supported; use one of {', '.join(FAMILIES)}")
+    values: dict[str, Any] = {}
+    defaults: dict[str, Any] = {"steps": 30, "cfg": 5.0, "cfg_min": 0.0, "cfg_max": 20.0}
+    for key, kind in _NUMBERS.items():
+        value = raw.get(key, defaults.get(key))
+        if key == "max_steps" and value is None:
+            value = max(150, values["steps"])
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (kind is int and value != int(value))
+        ):
+            raise CatalogError(
+                f"{where}: `{key}` must be a {'whole ' if kind is int else ''}number, got {value!r}"
+            )
+        values[key] = kind(value)
+    if not 1 <= values["steps"] <= values["max_steps"] <= 200:
+        raise CatalogError(
+            f"{where}: need 1 <= steps <= max_steps <= 200, got {values['steps']}, {values['max_steps']}"
+        )
+    if not 0 <= values["cfg_min"] <= values["cfg"] <= values["cfg_max"] <= 50:
+        raise CatalogError(
+            f"{where}: need 0 <= cfg_min <= cfg <= cfg_max <= 50, got "
+            f"{values['cfg_min']}, {values['cfg']}, {values['cfg_max']}"
+        )
+    resolution = raw.get("resolution", family)
+    if resolution not in RESOLUTION_CLASSES:
+        raise CatalogError(
+            f"{where}: resolution {resolution!r} is unknown; use one of {', '.join(RESOLUTION_CLASSES)}"
+        )
+    capabilities = raw.get("capabilities", [])
+    if not isinstance(capabilities, list) or any(c not in CAPABILITIES for c in capabilities):
+        raise CatalogError(f"{where}: capabilities must be a list drawn from {', '.join(CAPABILITIES)}")
+    memory = raw.get("memory_gb", 8.0)
+    if isinstance(memory, bool) or not isinstance(memory, int | float) or memory <= 0:
+        raise CatalogError(f"{where}: `memory_gb` must be a positive number, got {memory!r}")
+    checkpoint = raw["checkpoint"]
+    if checkpoint.startswith(TINY_PREFIX) and checkpoint[len(TINY_PREFIX) :] not in ("sd15", "sdxl"):
+        raise CatalogError(f"{where}: tiny checkpoints exist for sd15 and sdxl, got {checkpoint!r}")
+    return Profile(
+        name=name,
+        family=family,
+        checkpoint=checkpoint,
+        scheduler=str(raw.get("scheduler", "EulerDiscreteScheduler")),
+        resolution=resolution,
+        memory_gb=float(memory),
+        capabilities=tuple(capabilities),
+        description=str(raw.get("description", "")),
+        queue=str(raw.get("queue", "")),
+        **values,
+    )

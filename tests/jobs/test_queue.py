@@ -1,0 +1,126 @@
+"""One contract, two queues: LocalQueue (in-process) and ArqQueue (arq on a real redis-server)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from jobs.queue import ArqQueue, LocalQueue, Queue
+from jobs.spec import InputImage, JobResult, JobSpec, ProgressEvent, Recipe
+from jobs.worker import arq_worker
+
+QUEUE = "likeness:profile:test"
+
+
+@dataclass
+class EchoRunner:
+    """Runs no model: reports `steps` progress events and echoes what it was given."""
+
+    calls: list[str] = field(default_factory=list)
+    delay: float = 0.0
+
+    async def run(self, spec: JobSpec, progress: Callable[[ProgressEvent], None]) -> JobResult:
+        self.calls.append(spec.job_id)
+        progress(ProgressEvent(job_id=spec.job_id, state="started"))
+        steps = spec.recipe.steps if spec.recipe else 0
+        for step in range(1, steps + 1):
+            await asyncio.sleep(self.delay)
+            progress(ProgressEvent(job_id=spec.job_id, state="step", step=step, total=steps))
+        if spec.prompt == "fail":
+            return JobResult(job_id=spec.job_id, generation_id=spec.generation_id, ok=False, error="it failed")
+        sizes = ",".join(str(len(i.data)) for i in spec.inputs)
+        return JobResult(
+            job_id=spec.job_id, generation_id=spec.generation_id, ok=True, worker="echo", notices=(sizes,)
+        )
+
+
+def make_spec(prompt: str = "a portrait", steps: int = 3, **extra: object) -> JobSpec:
+    recipe = Recipe(
+        profile="test", family="sdxl", checkpoint="tiny:sdxl", scheduler="EulerDiscreteScheduler",
+        steps=steps, cfg=5.0, width=256, height=256, seeds=(1, 2, 3, 4),
+    )  # fmt: skip
+    return JobSpec(generation_id="g_test", prompt=prompt, recipe=recipe, **extra)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["local", "arq"])
+async def queue_and_runner(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Queue, EchoRunner]]:
+    runner = EchoRunner()
+    if request.param == "local":
+        local = LocalQueue(runner.run)
+        yield local, runner
+        await local.close()
+        return
+    url = request.getfixturevalue("redis_url")
+    queue = await ArqQueue.connect(url, poll_delay_s=0.01)
+    worker = arq_worker(runner, QUEUE, url, poll_delay_s=0.01)
+    task = asyncio.create_task(worker.async_run())
+    yield queue, runner
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await worker.close()
+    await queue.close()
+
+
+async def test_events_then_result(queue_and_runner: tuple[Queue, EchoRunner]) -> None:
+    queue, runner = queue_and_runner
+    spec = make_spec(steps=3)
+    handle = await queue.submit(spec, QUEUE)
+    events = [event async for event in handle.events()]
+    result = await handle.result(timeout=10)
+    assert result.ok
+    assert result.job_id == spec.job_id
+    assert result.worker == "echo"
+    assert [(e.step, e.total) for e in events if e.state == "step"] == [(1, 3), (2, 3), (3, 3)]
+    assert events[-1].state == "finished"
+    assert all(e.job_id == spec.job_id for e in events)
+    assert runner.calls == [spec.job_id]
+
+
+async def test_failure_is_reported_with_its_reason(queue_and_runner: tuple[Queue, EchoRunner]) -> None:
+    queue, _ = queue_and_runner
+    handle = await queue.submit(make_spec(prompt="fail"), QUEUE)
+    events = [event async for event in handle.events()]
+    result = await handle.result(timeout=10)
+    assert not result.ok
+    assert result.error == "it failed"
+    assert events[-1].state == "failed"
+
+
+async def test_the_same_job_twice_runs_once(queue_and_runner: tuple[Queue, EchoRunner]) -> None:
+    queue, runner = queue_and_runner
+    spec = make_spec()
+    first = await queue.submit(spec, QUEUE)
+    second = await queue.submit(spec, QUEUE)
+    assert (await first.result(timeout=10)).ok
+    assert (await second.result(timeout=10)).ok
+    await asyncio.sleep(0.1)
+    assert runner.calls == [spec.job_id]
+
+
+async def test_jobs_run_in_order_and_queued_jobs_know_their_place(
+    queue_and_runner: tuple[Queue, EchoRunner],
+) -> None:
+    queue, runner = queue_and_runner
+    runner.delay = 0.02
+    specs = [make_spec(prompt=f"job {i}") for i in range(3)]
+    handles = [await queue.submit(spec, QUEUE) for spec in specs]
+    first_events = [[e async for e in h.events()] for h in handles]
+    for handle in handles:
+        assert (await handle.result(timeout=10)).ok
+    assert runner.calls == [s.job_id for s in specs]
+    queued_last = [e for e in first_events[2] if e.state == "queued"]
+    assert queued_last, "a job submitted behind others reports that it is queued"
+
+
+async def test_input_images_cross_the_queue_as_bytes(queue_and_runner: tuple[Queue, EchoRunner]) -> None:
+    queue, _ = queue_and_runner
+    data = bytes(range(256)) * 40
+    spec = make_spec(inputs=(InputImage(role="reference", data=data),))
+    handle = await queue.submit(spec, QUEUE)
+    result = await handle.result(timeout=10)
+    assert result.notices == (str(len(data)),)
