@@ -66,6 +66,8 @@ class JobSpec(_Plain):
         """The spec that reproduces variation `index` (1-based) alone, from its own seed."""
         if self.recipe is None:
             raise ValueError(f"job {self.job_id} has no recipe")
+        if not 1 <= index <= len(self.recipe.seeds):
+            raise ValueError(f"variation {index} does not exist; this job has 1 to {len(self.recipe.seeds)}")
         seed = self.recipe.seeds[index - 1]
         recipe = self.recipe.model_copy(update={"seeds": (seed,)})
         return self.model_copy(update={"recipe": recipe, "job_id": new_id("j")})

@@ -1,0 +1,74 @@
+"""route() is a pure function of (request, catalog) and explains itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from router.catalog import Catalog
+from router.route import RouteError, route
+from router.sizes import ASPECT_RATIOS, size_for
+
+
+@dataclass(frozen=True)
+class Request:
+    engine: str | None = None
+    aspect: str = "1:1"
+    steps: int | None = None
+    cfg: float | None = None
+    fast: bool = False
+
+
+def test_default_profile_with_its_reason(tiny_catalog: Catalog) -> None:
+    chosen = route(Request(aspect="2:3"), tiny_catalog)
+    assert chosen.profile.name == "tiny-xl"
+    assert (chosen.params.width, chosen.params.height) == size_for("2:3", "tiny")
+    assert chosen.params.steps == chosen.profile.steps
+    assert chosen.queue == "likeness:profile:tiny-xl"
+    assert any("noise" in reason for reason in chosen.reasons)
+
+
+def test_engine_wins_and_is_explained(tiny_catalog: Catalog) -> None:
+    chosen = route(Request(engine="photoreal-xl", aspect="2:3"), tiny_catalog)
+    assert chosen.profile.name == "photoreal-xl"
+    assert (chosen.params.width, chosen.params.height) == (832, 1280)
+    assert chosen.reasons[0] == "--engine photoreal-xl was asked for"
+    assert any("not present on this host" in reason for reason in chosen.reasons)
+
+
+def test_unknown_engine_lists_the_profiles(tiny_catalog: Catalog) -> None:
+    with pytest.raises(RouteError, match="--engine dalle is not a profile here; use one of photoreal-xl"):
+        route(Request(engine="dalle"), tiny_catalog)
+
+
+def test_steps_and_cfg_are_bounded_per_profile(tiny_catalog: Catalog) -> None:
+    with pytest.raises(RouteError, match="--steps 90 is out of range for photoreal-xl; use 1 to 80"):
+        route(Request(engine="photoreal-xl", steps=90), tiny_catalog)
+    with pytest.raises(RouteError, match="--cfg 20 is out of range for photoreal-xl; use 1 to 12"):
+        route(Request(engine="photoreal-xl", cfg=20), tiny_catalog)
+    chosen = route(Request(steps=7, cfg=2.5), tiny_catalog)
+    assert (chosen.params.steps, chosen.params.cfg) == (7, 2.5)
+
+
+def test_fast_halves_the_steps(tiny_catalog: Catalog) -> None:
+    chosen = route(Request(engine="photoreal-xl", fast=True), tiny_catalog)
+    assert chosen.params.steps == 15
+    assert any("--fast" in reason for reason in chosen.reasons)
+
+
+@pytest.mark.parametrize("aspect", ASPECT_RATIOS)
+@pytest.mark.parametrize("resolution", ["tiny", "sd15", "sdxl"])
+def test_sizes_are_multiples_of_64_near_the_class_area(aspect: str, resolution: str) -> None:
+    width, height = size_for(aspect, resolution)
+    assert width % 64 == 0 and height % 64 == 0
+    ratio_w, ratio_h = (int(x) for x in aspect.split(":"))
+    if resolution != "tiny":
+        assert abs(width / height - ratio_w / ratio_h) / (ratio_w / ratio_h) < 0.12
+    if resolution == "sdxl":
+        assert 0.85e6 < width * height < 1.15e6
+
+
+def test_unsupported_ratio_is_named() -> None:
+    with pytest.raises(ValueError, match="7:3 is not supported; use one of 1:1"):
+        size_for("7:3", "sdxl")
