@@ -143,9 +143,13 @@ async def _generate(settings: BotSettings, text: str, out: Path) -> Finished:
 async def _follow(submission: Submission) -> None:
     """A progress bar fed by the job's events."""
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=errors, transient=True,
-    ) as bar:  # fmt: skip
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+    ) as bar:
         task: TaskID = bar.add_task(
             "queued", total=submission.spec.recipe.steps if submission.spec.recipe else 1
         )
@@ -235,11 +239,13 @@ def route(
             "reasons": list(chosen.reasons),
             "params": dataclasses.asdict(chosen.params),
             "prompt": request.prompt,
-        }  # fmt: skip
+        }
         console.print_json(json.dumps(payload))
         return
-    console.print(f"[bold]{chosen.profile.name}[/bold]  {chosen.params.width}×{chosen.params.height}, "
-                  f"{chosen.params.steps} steps, cfg {chosen.params.cfg:g}")  # fmt: skip
+    console.print(
+        f"[bold]{chosen.profile.name}[/bold]  {chosen.params.width}×{chosen.params.height}, "
+        f"{chosen.params.steps} steps, cfg {chosen.params.cfg:g}"
+    )
     for reason in chosen.reasons:
         console.print(f"  · {reason}")
 
@@ -286,8 +292,14 @@ def models_list() -> None:
         weights = (
             "built on demand (noise)" if profile.is_tiny else ("present" if profile.available else "missing")
         )
-        table.add_row(name, profile.family, profile.checkpoint, weights, ", ".join(profile.capabilities),
-                      profile.queue_name)  # fmt: skip
+        table.add_row(
+            name,
+            profile.family,
+            profile.checkpoint,
+            weights,
+            ", ".join(profile.capabilities),
+            profile.queue_name,
+        )
     console.print(table)
     console.print(f"default: {catalog.default} ({catalog.default_reason})")
 

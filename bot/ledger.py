@@ -114,10 +114,21 @@ class Ledger:
                 "INSERT INTO generations (id, platform, server_id, channel_id, user_id, request, route, spec,"
                 " job_id, queue, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    generation_id, platform, server_id, channel_id, user_id, json.dumps(request),
-                    json.dumps(route), json.dumps(spec), job_id, queue, "recorded", now, now,
+                    generation_id,
+                    platform,
+                    server_id,
+                    channel_id,
+                    user_id,
+                    json.dumps(request),
+                    json.dumps(route),
+                    json.dumps(spec),
+                    job_id,
+                    queue,
+                    "recorded",
+                    now,
+                    now,
                 ),
-            )  # fmt: skip
+            )
 
     async def set_status(
         self,

@@ -6,6 +6,7 @@ Everything here is blocking and runs in a worker thread; the event loop never wa
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -64,9 +65,7 @@ class Device:
     def memory_gb(self) -> float:
         """Memory this device offers to pipelines."""
         if self.name == "cuda":
-            return torch.cuda.get_device_properties(0).total_memory / 2**30
-        import os
-
+            return float(torch.cuda.get_device_properties(0).total_memory) / 2**30
         pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         return float(pages) / 2**30
 

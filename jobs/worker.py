@@ -137,9 +137,16 @@ def _recipe_for_loading(checkpoint: str, family: str) -> Any:
     from jobs.spec import Recipe
 
     return Recipe(
-        profile="preload", family=family, checkpoint=checkpoint, scheduler="", steps=1, cfg=0.0,
-        width=64, height=64, seeds=(0,),
-    )  # fmt: skip
+        profile="preload",
+        family=family,
+        checkpoint=checkpoint,
+        scheduler="",
+        steps=1,
+        cfg=0.0,
+        width=64,
+        height=64,
+        seeds=(0,),
+    )
 
 
 async def run_job(ctx: dict[str, Any], spec_data: dict[str, Any]) -> dict[str, Any]:
@@ -222,9 +229,14 @@ async def serve(settings: WorkerSettings, catalog: Catalog, *, burst: bool = Fal
         )
         for queue in queues
     ]
+
+    def stop(signum: int) -> None:
+        for one in workers:
+            one.handle_sig(signum)
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda s=sig: [w.handle_sig(s) for w in workers])
+        loop.add_signal_handler(sig, stop, sig)
     log.info(
         "worker %s serving %s on %s (%s)", runner.name, ", ".join(names), ", ".join(queues), runner.device
     )

@@ -171,9 +171,20 @@ def _profile(source: str, name: str, raw: Any) -> Profile:
     if not isinstance(raw, Mapping):
         raise CatalogError(f"{where} must be a table: [profiles.{name}]")
     known = {
-        "family", "checkpoint", "scheduler", "steps", "max_steps", "cfg", "cfg_min", "cfg_max",
-        "resolution", "memory_gb", "capabilities", "description", "queue",
-    }  # fmt: skip
+        "family",
+        "checkpoint",
+        "scheduler",
+        "steps",
+        "max_steps",
+        "cfg",
+        "cfg_min",
+        "cfg_max",
+        "resolution",
+        "memory_gb",
+        "capabilities",
+        "description",
+        "queue",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         raise CatalogError(

@@ -13,10 +13,17 @@ from bot.ledger import Ledger
 
 async def record(ledger: Ledger, generation_id: str) -> None:
     await ledger.record(
-        generation_id=generation_id, platform="cli", server_id="s", channel_id="c", user_id="u",
-        request={"subject": "x"}, route={"profile": "tiny-xl"}, spec={"prompt": "x"}, job_id="j_" + generation_id,
+        generation_id=generation_id,
+        platform="cli",
+        server_id="s",
+        channel_id="c",
+        user_id="u",
+        request={"subject": "x"},
+        route={"profile": "tiny-xl"},
+        spec={"prompt": "x"},
+        job_id="j_" + generation_id,
         queue="likeness:profile:tiny-xl",
-    )  # fmt: skip
+    )
 
 
 async def test_a_generation_follows_its_job(tmp_path: Path) -> None:

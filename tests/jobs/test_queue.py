@@ -31,7 +31,9 @@ class EchoRunner:
             await asyncio.sleep(self.delay)
             progress(ProgressEvent(job_id=spec.job_id, state="step", step=step, total=steps))
         if spec.prompt == "fail":
-            return JobResult(job_id=spec.job_id, generation_id=spec.generation_id, ok=False, error="it failed")
+            return JobResult(
+                job_id=spec.job_id, generation_id=spec.generation_id, ok=False, error="it failed"
+            )
         sizes = ",".join(str(len(i.data)) for i in spec.inputs)
         return JobResult(
             job_id=spec.job_id, generation_id=spec.generation_id, ok=True, worker="echo", notices=(sizes,)
@@ -40,9 +42,16 @@ class EchoRunner:
 
 def make_spec(prompt: str = "a portrait", steps: int = 3, **extra: object) -> JobSpec:
     recipe = Recipe(
-        profile="test", family="sdxl", checkpoint="tiny:sdxl", scheduler="EulerDiscreteScheduler",
-        steps=steps, cfg=5.0, width=256, height=256, seeds=(1, 2, 3, 4),
-    )  # fmt: skip
+        profile="test",
+        family="sdxl",
+        checkpoint="tiny:sdxl",
+        scheduler="EulerDiscreteScheduler",
+        steps=steps,
+        cfg=5.0,
+        width=256,
+        height=256,
+        seeds=(1, 2, 3, 4),
+    )
     return JobSpec(generation_id="g_test", prompt=prompt, recipe=recipe, **extra)  # type: ignore[arg-type]
 
 

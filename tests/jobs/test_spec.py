@@ -12,9 +12,16 @@ from jobs.spec import SPEC_VERSION, InputImage, JobResult, JobSpec, Recipe, new_
 
 def recipe(**overrides: object) -> Recipe:
     values: dict[str, object] = dict(
-        profile="tiny-xl", family="sdxl", checkpoint="tiny:sdxl", scheduler="EulerDiscreteScheduler",
-        steps=4, cfg=5.0, width=192, height=320, seeds=(7, 8, 9, 10),
-    )  # fmt: skip
+        profile="tiny-xl",
+        family="sdxl",
+        checkpoint="tiny:sdxl",
+        scheduler="EulerDiscreteScheduler",
+        steps=4,
+        cfg=5.0,
+        width=192,
+        height=320,
+        seeds=(7, 8, 9, 10),
+    )
     values.update(overrides)
     return Recipe(**values)  # type: ignore[arg-type]
 

@@ -1,0 +1,152 @@
+"""The worker on real tiny diffusers pipelines, on the CPU: determinism, batching, residency, progress."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jobs.media import read_parameters, read_recipe
+from jobs.queue import ArqQueue
+from jobs.settings import WorkerSettings
+from jobs.spec import JobResult, JobSpec, ProgressEvent, Recipe
+from jobs.worker import JobRunner, arq_worker, run_job
+from router.catalog import Catalog
+
+
+def tiny_spec(
+    seeds: tuple[int, ...] = (7, 8, 9, 10), *, profile: str = "tiny-xl", **recipe: object
+) -> JobSpec:
+    family = "sd15" if profile == "tiny-sd15" else "sdxl"
+    values: dict[str, object] = dict(
+        profile=profile,
+        family=family,
+        checkpoint=f"tiny:{family}",
+        scheduler="EulerDiscreteScheduler",
+        steps=3,
+        cfg=5.0,
+        width=192,
+        height=320,
+        seeds=seeds,
+    )
+    values.update(recipe)
+    return JobSpec(
+        generation_id="g_test",
+        prompt="editorial portrait of a fisherman",
+        negative="blurry",
+        recipe=Recipe(**values),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def runner(shared_data_dir: Path, tiny_catalog: Catalog) -> JobRunner:
+    return JobRunner(WorkerSettings(data_dir=shared_data_dir, device="cpu"), tiny_catalog)
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+async def run(runner: JobRunner, spec: JobSpec) -> tuple[JobResult, list[ProgressEvent]]:
+    events: list[ProgressEvent] = []
+    result = await runner.run(spec, events.append)
+    await asyncio.sleep(0)  # let thread-posted events land
+    assert result.ok, result.error
+    return result, events
+
+
+async def test_same_seed_same_pixels_and_progress_per_step(runner: JobRunner) -> None:
+    first, events = await run(runner, tiny_spec((7,)))
+    second, _ = await run(runner, tiny_spec((7,)))
+    other, _ = await run(runner, tiny_spec((8,)))
+    assert np.array_equal(pixels(first.images[0].png), pixels(second.images[0].png))
+    assert not np.array_equal(pixels(first.images[0].png), pixels(other.images[0].png))
+    assert [(e.step, e.total) for e in events if e.state == "step"] == [(1, 3), (2, 3), (3, 3)]
+    assert (first.images[0].width, first.images[0].height) == (192, 320)
+    assert any("noise" in notice for notice in first.notices)
+
+
+@pytest.mark.parametrize("profile", ["tiny-xl", "tiny-sd15"])
+async def test_each_variation_of_a_batch_is_reproducible_alone(runner: JobRunner, profile: str) -> None:
+    batch, _ = await run(runner, tiny_spec((7, 8, 9, 10), profile=profile))
+    assert [i.seed for i in batch.images] == [7, 8, 9, 10]
+    for image in batch.images:
+        alone, _ = await run(runner, tiny_spec((image.seed,), profile=profile))
+        difference = np.abs(pixels(image.png).astype(int) - pixels(alone.images[0].png).astype(int))
+        assert difference.max() <= 1, (
+            f"variation {image.index} differs by {difference.max()} from its seed alone"
+        )
+
+
+async def test_rerun_from_the_embedded_recipe_gives_the_same_pixels(runner: JobRunner) -> None:
+    batch, _ = await run(runner, tiny_spec((11, 12)))
+    second = batch.images[1]
+    recipe = read_recipe(second.png)
+    assert recipe.recipe is not None and recipe.recipe.seeds == (12,)
+    parameters = read_parameters(second.png)
+    assert parameters is not None and "Seed: 12" in parameters and "Negative prompt: blurry" in parameters
+    again, _ = await run(runner, recipe)
+    difference = np.abs(pixels(second.png).astype(int) - pixels(again.images[0].png).astype(int))
+    assert difference.max() <= 1
+    assert batch.grid is not None and Image.open(io.BytesIO(batch.grid)).size == (192 * 2 + 8, 320)
+
+
+async def test_a_resident_profile_is_loaded_once(runner: JobRunner) -> None:
+    for seed in range(3):
+        await run(runner, tiny_spec((seed,)))
+    assert runner.cache.loads == {"tiny:sdxl": 1}
+    assert runner.cache.resident == ["tiny:sdxl"]
+
+
+async def test_budget_drops_the_least_recently_used(shared_data_dir: Path, tiny_catalog: Catalog) -> None:
+    # Each tiny profile declares 0.1 GB: a 0.15 GB budget holds one of them at a time.
+    runner = JobRunner(
+        WorkerSettings(data_dir=shared_data_dir, device="cpu", memory_budget_gb=0.15), tiny_catalog
+    )
+    await run(runner, tiny_spec((1,)))
+    await run(runner, tiny_spec((1,), profile="tiny-sd15"))
+    assert runner.cache.resident == ["tiny:sd15"]
+    await run(runner, tiny_spec((1,)))
+    assert runner.cache.loads == {"tiny:sdxl": 2, "tiny:sd15": 1}
+
+
+async def test_missing_weights_fail_with_a_reason(runner: JobRunner, tmp_path: Path) -> None:
+    spec = tiny_spec((1,), checkpoint=str(tmp_path / "no-such-model"), profile="tiny-xl")
+    result = await runner.run(spec, lambda event: None)
+    assert not result.ok
+    assert "not on this worker" in result.error and "models.toml" in result.error
+
+
+async def test_a_newer_spec_version_is_refused_with_a_reason(runner: JobRunner) -> None:
+    data = tiny_spec().model_dump() | {"version": 99}
+    result = JobResult.model_validate(await run_job({"runner": runner, "job_id": "j_x"}, data))
+    assert not result.ok
+    assert "version 99" in result.error
+
+
+async def test_arq_end_to_end_on_redis(runner: JobRunner, redis_url: str) -> None:
+    queue = await ArqQueue.connect(redis_url, poll_delay_s=0.01)
+    worker = arq_worker(runner, "likeness:profile:tiny-xl", redis_url, poll_delay_s=0.01)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        spec = tiny_spec((5, 6))
+        handle = await queue.submit(spec, "likeness:profile:tiny-xl")
+        events = [event async for event in handle.events()]
+        result = await handle.result(timeout=60)
+        local, _ = await run(runner, tiny_spec((5, 6)))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await worker.close()
+        await queue.close()
+    assert result.ok and len(result.images) == 2
+    assert [e.step for e in events if e.state == "step"] == [1, 2, 3]
+    assert events[-1].state == "finished"
+    for remote_image, local_image in zip(result.images, local.images, strict=True):
+        assert np.array_equal(pixels(remote_image.png), pixels(local_image.png))
