@@ -124,11 +124,6 @@ async def _generate(settings: BotSettings, text: str, out: Path) -> Finished:
     async with AsyncExitStack() as stack:
         studio = await _studio(stack, settings)
         _request, chosen = studio.plan(text)
-        if chosen.profile.is_tiny:
-            errors.print(
-                f"[yellow]note:[/yellow] {chosen.profile.name} is a tiny random-weight model: its images are "
-                "noise. Configure real checkpoints in models.toml (see README, Models)."
-            )
         submission = await studio.portrait(CLI_ORIGIN, text)
         console.print(
             f"[bold]{submission.generation_id}[/bold] → {chosen.profile.name}: {'; '.join(chosen.reasons)}"

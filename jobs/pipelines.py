@@ -33,6 +33,18 @@ _SINGLE_FILE_CLASSES = {
 }
 
 
+def quiet_libraries() -> None:
+    """No download/loading progress bars from diffusers, transformers or the hub: workers log instead."""
+    import diffusers
+    import huggingface_hub
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    huggingface_hub.utils.disable_progress_bars()
+
+
 class WeightsMissing(RuntimeError):
     """The checkpoint is not on this worker; the message says how to get it there."""
 
@@ -135,10 +147,10 @@ class PipelineCache:
                 if not path.is_file():
                     raise WeightsMissing(f"checkpoint file {path} does not exist on this worker")
                 cls = getattr(diffusers, _SINGLE_FILE_CLASSES[recipe.family])
-                pipeline = cls.from_single_file(str(path), torch_dtype=self.device.dtype)
+                pipeline = cls.from_single_file(str(path), dtype=self.device.dtype)
             else:
                 pipeline = diffusers.DiffusionPipeline.from_pretrained(
-                    str(source), torch_dtype=self.device.dtype, local_files_only=True
+                    str(source), dtype=self.device.dtype, local_files_only=True
                 )
         except (OSError, ValueError) as exc:
             if isinstance(exc, WeightsMissing):

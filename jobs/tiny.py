@@ -15,12 +15,13 @@ module is cheap.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,37 @@ _TEXT_PROJECTION = 32
 # `_ADDITION_TIME_EMBED_DIM` dimensions, then concatenated with text_encoder_2's pooled projection.
 _ADDITION_TIME_EMBED_DIM = 8
 _SDXL_ADD_TIME_IDS = 6
+_SDXL_ADD_EMBED_DIM = _SDXL_ADD_TIME_IDS * _ADDITION_TIME_EMBED_DIM + _TEXT_PROJECTION
 
 # The words the tiny BPE learns its merges from, most weight first: the vocabulary of portrait prompts,
 # then common English. Prompts then split into whole words or a few sensible pieces.
-_WORDS = ["portrait", "photo", "photograph", "photography", "woman", "women", "girl", "boy", "child", "young", "elderly", "smiling", "smile", "laughing", "wearing", "dress", "shirt", "jacket", "suit", "hat", "glasses", "beard", "hair", "long", "short", "curly", "blonde", "brown", "black", "red", "blue", "green", "golden", "silver", "soft", "studio", "lighting", "natural", "sunlight", "cinematic", "dramatic", "painting", "oil", "watercolor", "sketch", "pencil", "drawing", "illustration", "digital", "art", "style", "detailed", "highly", "realistic", "photorealistic", "sharp", "focus", "lens", "bokeh", "background", "portrait", "closeup", "close", "headshot", "profile", "view", "looking", "camera", "eyes", "lips", "skin", "freckles", "makeup", "elegant", "beautiful", "handsome", "serene", "happy", "sad", "serious", "warm", "cold", "moody", "vintage", "film", "grain", "canon", "nikon", "sony", "mm", "anime", "cartoon", "character", "fantasy", "knight", "queen", "king", "warrior", "wizard", "astronaut", "city", "street", "forest", "beach", "garden", "night", "rain", "snow", "autumn", "spring", "summer", "winter", "sunset", "golden", "hour", "the", "of", "and", "to", "a", "in", "is", "it", "you", "that", "he", "was", "for", "on", "are", "with", "as", "his", "they", "be", "at", "one", "have", "this", "from", "or", "had", "by", "not", "word", "but", "what", "some", "we", "can", "out", "other", "were", "all", "there", "when", "up", "use", "your", "how", "said", "an", "each", "she", "which", "do", "their", "time", "if", "will", "way", "about", "many", "then", "them", "write", "would", "like", "so", "these", "her", "long", "make", "thing", "see", "him", "two", "has", "look", "more", "day", "could", "go", "come", "did", "number", "sound", "no", "most", "people", "my", "over", "know", "water", "than", "call", "first", "who", "may", "down", "side", "been", "now", "find", "any", "new", "work", "part", "take", "get", "place", "made", "live", "where", "after", "back", "little", "only", "round", "man", "year", "came", "show", "every", "good", "me", "give", "our", "under", "name", "very", "through", "just", "form", "sentence", "great", "think", "say", "help", "low", "line", "differ", "turn", "cause", "much", "mean", "before", "move", "right", "boy", "old", "too", "same", "tell", "does", "set", "three", "want", "air", "well", "also", "play", "small", "end", "put", "home", "read", "hand", "port", "large", "spell", "add", "even", "land", "here", "must", "big", "high", "such", "follow", "act", "why", "ask", "men", "change", "went", "light", "kind", "off", "need", "house", "picture", "try", "us", "again", "animal", "point", "mother", "world", "near", "build", "self", "earth", "father", "head", "stand", "own", "page", "should", "country", "found", "answer", "school", "grow", "study", "still", "learn", "plant", "cover", "food", "sun", "four", "between", "state", "keep", "eye", "never", "last", "let", "thought", "city", "tree", "cross", "farm", "hard", "start", "might", "story", "saw", "far", "sea", "draw", "left", "late", "run", "while", "press", "close", "night", "real", "life", "few", "north", "open", "seem", "together", "next", "white", "children", "begin", "got", "walk", "example", "ease", "paper", "group", "always", "music", "those", "both", "mark", "often", "letter", "until", "mile", "river", "car", "feet", "care", "second", "book", "carry", "took", "science", "eat", "room", "friend", "began", "idea", "fish", "mountain", "stop", "once", "base", "hear", "horse", "cut", "sure", "watch", "color", "face", "wood", "main"]
+_WORD_TEXT = """
+portrait photo photograph photography woman women girl boy child young elderly smiling smile laughing
+wearing dress shirt jacket suit hat glasses beard hair long short curly blonde brown black red blue
+green golden silver soft studio lighting natural sunlight cinematic dramatic painting oil watercolor
+sketch pencil drawing illustration digital art style detailed highly realistic photorealistic sharp
+focus lens bokeh background portrait closeup close headshot profile view looking camera eyes lips skin
+freckles makeup elegant beautiful handsome serene happy sad serious warm cold moody vintage film grain
+canon nikon sony mm anime cartoon character fantasy knight queen king warrior wizard astronaut city
+street forest beach garden night rain snow autumn spring summer winter sunset golden hour
+
+the of and to a in is it you that he was for on are with as his they be at one have this from or had by
+not word but what some we can out other were all there when up use your how said an each she which do
+their time if will way about many then them write would like so these her long make thing see him two
+has look more day could go come did number sound no most people my over know water than call first who
+may down side been now find any new work part take get place made live where after back little only
+round man year came show every good me give our under name very through just form sentence great think
+say help low line differ turn cause much mean before move right boy old too same tell does set three
+want air well also play small end put home read hand port large spell add even land here must big high
+such follow act why ask men change went light kind off need house picture try us again animal point
+mother world near build self earth father head stand own page should country found answer school grow
+study still learn plant cover food sun four between state keep eye never last let thought city tree
+cross farm hard start might story saw far sea draw left late run while press close night real life few
+north open seem together next white children begin got walk example ease paper group always music those
+both mark often letter until mile river car feet care second book carry took science eat room friend
+began idea fish mountain stop once base hear horse cut sure watch color face wood main
+"""
+_WORDS: tuple[str, ...] = tuple(_WORD_TEXT.split())
 
 # Enough merges to cover the words above and the common pairs between them; with the 512 byte-level
 # symbols and the two special tokens this makes a vocabulary of at most 1000 entries.
@@ -69,7 +97,7 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(sorted(table.items()))
 
 
-def _learn_merges(words: list[str], num_merges: int) -> list[tuple[str, str]]:
+def _learn_merges(words: Sequence[str], num_merges: int) -> list[tuple[str, str]]:
     """A small byte-pair encoding, learned from `words` (earlier words weigh more), deterministically."""
     weights: Counter[tuple[str, ...]] = Counter()
     for rank, word in enumerate(words):
@@ -79,7 +107,7 @@ def _learn_merges(words: list[str], num_merges: int) -> list[tuple[str, str]]:
     while len(merges) < num_merges:
         pairs: Counter[tuple[str, str]] = Counter()
         for symbols, weight in weights.items():
-            for pair in zip(symbols, symbols[1:], strict=False):
+            for pair in itertools.pairwise(symbols):
                 pairs[pair] += weight
         if not pairs:
             break
@@ -290,7 +318,7 @@ def _sdxl(tokenizer_dir: Path, seed: int) -> Any:
         cross_attention_dim=2 * _TEXT_HIDDEN,
         addition_embed_type="text_time",
         addition_time_embed_dim=_ADDITION_TIME_EMBED_DIM,
-        projection_class_embeddings_input_dim=_SDXL_ADD_TIME_IDS * _ADDITION_TIME_EMBED_DIM + _TEXT_PROJECTION,
+        projection_class_embeddings_input_dim=_SDXL_ADD_EMBED_DIM,
     ).eval()
     text_encoder = _text_encoder(tokenizer, hidden_act="quick_gelu", with_projection=False, seed=seed)
     text_encoder_2 = _text_encoder(tokenizer_2, hidden_act="gelu", with_projection=True, seed=seed + 1)
@@ -328,6 +356,13 @@ def build_tiny_pipeline(family: str, dest: Path, *, seed: int = 0) -> Path:
             pipe = _sd15(tokenizer_dir, seed) if family == "sd15" else _sdxl(tokenizer_dir, seed)
         model_dir = tmp / "model"
         pipe.save_pretrained(str(model_dir), safe_serialization=True)
+        # transformers 5 saves tokenizer.json only; the vocab and merges files keep the folder loadable
+        # by transformers 4's (slow) CLIPTokenizer too.
+        for name in ("tokenizer", "tokenizer_2"):
+            if (model_dir / name).is_dir():
+                for file in ("vocab.json", "merges.txt"):
+                    if not (model_dir / name / file).exists():
+                        shutil.copyfile(tokenizer_dir / file, model_dir / name / file)
         _replace_dir(model_dir, dest)
     return dest
 
@@ -349,6 +384,10 @@ def ensure_tiny_pipeline(family: str, models_dir: Path) -> Path:
     models_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(models_dir / f".tiny-{family}.lock")):
         if not _is_built(dest):
+            # What a builder killed mid-way left behind (it holds the lock no more).
+            for leftover in models_dir.glob(f".{dest.name}.*"):
+                if leftover.is_dir() and leftover.suffix in (".tmp", ".old"):
+                    shutil.rmtree(leftover, ignore_errors=True)
             build_tiny_pipeline(family, dest)
     return dest
 

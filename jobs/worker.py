@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from jobs.pipelines import Device, PipelineCache, WeightsMissing, txt2img
+from jobs.pipelines import Device, PipelineCache, WeightsMissing, quiet_libraries, txt2img
 from jobs.queue import ARQ_FUNCTION, EventPublisher, arq_redis_settings
 from jobs.settings import WorkerSettings
 from jobs.spec import SPEC_VERSION, JobResult, JobSpec, ProgressEvent, ResultImage, new_id, pack, unpack
@@ -35,6 +36,7 @@ class JobRunner:
     def __init__(self, settings: WorkerSettings, catalog: Catalog) -> None:
         self.settings = settings
         self.catalog = catalog
+        quiet_libraries()
         self.device = Device.pick(settings.device, settings.dtype)
         budget = settings.memory_budget_gb or self.device.memory_gb() * (
             0.9 if self.device.name == "cuda" else 0.5
@@ -196,6 +198,7 @@ def arq_worker(
         job_serializer=pack,
         job_deserializer=unpack,
         keep_result=24 * 3600,
+        job_completion_wait=int(job_timeout_s),
     )
 
 
@@ -231,8 +234,9 @@ async def serve(settings: WorkerSettings, catalog: Catalog, *, burst: bool = Fal
     ]
 
     def stop(signum: int) -> None:
+        # Stop taking jobs; let the one under way finish (up to the job timeout), then exit.
         for one in workers:
-            one.handle_sig(signum)
+            one.handle_sig_wait_for_completion(signum)
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -241,7 +245,8 @@ async def serve(settings: WorkerSettings, catalog: Catalog, *, burst: bool = Fal
         "worker %s serving %s on %s (%s)", runner.name, ", ".join(names), ", ".join(queues), runner.device
     )
     try:
-        await asyncio.gather(*(w.async_run() for w in workers))
+        with contextlib.suppress(asyncio.CancelledError):  # how arq workers end on a signal
+            await asyncio.gather(*(w.async_run() for w in workers))
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -1,0 +1,109 @@
+"""The `likeness` command as a user runs it: real processes, the embedded default and a Redis worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from jobs.media import read_recipe
+
+LIKENESS = [sys.executable, "-m", "bot"]
+
+
+def likeness(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LIKENESS, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=int)
+
+
+def environment(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIKENESS_")}
+    env.update({"LIKENESS_DATA_DIR": str(data_dir), "COLUMNS": "200", **extra})
+    return env
+
+
+def test_generate_writes_four_pngs_and_a_grid_that_rerun_reproduces(
+    shared_data_dir: Path, tmp_path: Path
+) -> None:
+    env = environment(shared_data_dir)
+    out = tmp_path / "out"
+    done = likeness(
+        "generate",
+        "editorial portrait of a fisherman, weathered skin --ar 2:3 --seed 7",
+        "--out",
+        str(out),
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    pngs = sorted(out.glob("g_*_[1-4].png"))
+    assert len(pngs) == 4
+    assert len(list(out.glob("g_*_grid.png"))) == 1
+    generation_id = pngs[0].name.rsplit("_", 1)[0]
+    assert f"generation {generation_id}" in done.stdout
+    assert "noise" in done.stderr  # the tiny-model banner
+    assert [read_recipe(p).recipe.seeds for p in pngs] == [(7,), (8,), (9,), (10,)]  # type: ignore[union-attr]
+    assert pixels(pngs[0]).shape == (320, 192, 3)
+
+    again = likeness("rerun", str(pngs[2]), "--out", str(tmp_path / "again"), env=env)
+    assert again.returncode == 0, again.stderr
+    (copy,) = (tmp_path / "again").glob("g_*_1.png")
+    difference = np.abs(pixels(copy) - pixels(pngs[2]))
+    assert difference.max() <= 1
+
+
+def test_bad_input_exits_2_with_a_clear_message(shared_data_dir: Path, tmp_path: Path) -> None:
+    env = environment(shared_data_dir)
+    done = likeness("generate", "a portrait --ar 7:3", "--out", str(tmp_path), env=env)
+    assert done.returncode == 2
+    assert "--ar 7:3 is not supported; use one of 1:1" in done.stderr
+    not_png = tmp_path / "note.txt"
+    not_png.write_text("hello")
+    done = likeness("rerun", str(not_png), env=env)
+    assert done.returncode == 2
+    assert "carries no Likeness recipe" in done.stderr
+
+
+def test_models_list_and_route(tmp_path: Path) -> None:
+    env = environment(tmp_path)
+    listed = likeness("models", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "tiny-xl (default)" in listed.stdout
+    assert "photoreal-xl" in listed.stdout
+    routed = likeness("route", "--json", "a portrait --ar 16:9 --engine tiny-sd15", env=env)
+    assert routed.returncode == 0, routed.stderr
+    payload = json.loads(routed.stdout)
+    assert payload["profile"] == "tiny-sd15"
+    assert payload["reasons"] == ["--engine tiny-sd15 was asked for"]
+    assert (payload["params"]["width"], payload["params"]["height"]) == (320, 192)
+
+
+def test_generate_through_redis_and_a_separate_worker_process(
+    shared_data_dir: Path, tmp_path: Path, redis_url: str
+) -> None:
+    env = environment(shared_data_dir, LIKENESS_REDIS_URL=redis_url)
+    worker = subprocess.Popen(
+        [*LIKENESS, "worker", "--profiles", "tiny-xl"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        done = likeness("generate", "a portrait --seed 5 --n 2", "--out", str(tmp_path / "out"), env=env)
+        assert done.returncode == 0, done.stderr
+        assert len(list((tmp_path / "out").glob("g_*_[1-2].png"))) == 2
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 0, output.decode()

@@ -1,0 +1,147 @@
+"""The Studio end to end on the embedded default: parse, route, record, enqueue, run tiny, keep files."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.errors import BadFlag, BadPrompt, JobFailed, UnknownProfile
+from bot.ledger import Ledger
+from bot.studio import Origin, Studio
+from jobs.media import read_recipe
+from jobs.queue import LocalQueue
+from jobs.settings import WorkerSettings
+from jobs.spec import JobResult, JobSpec, ProgressEvent
+from jobs.worker import JobRunner
+from router.catalog import Catalog
+
+ORIGIN = Origin(platform="cli", server_id="s1", channel_id="c1", user_id="u1")
+
+
+@pytest.fixture
+async def studio(tmp_path: Path, shared_data_dir: Path, tiny_catalog: Catalog) -> AsyncIterator[Studio]:
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    await ledger.open()
+    runner = JobRunner(WorkerSettings(data_dir=shared_data_dir, device="cpu"), tiny_catalog)
+    queue = LocalQueue(runner.run)
+    yield Studio(
+        ledger=ledger,
+        catalog=tiny_catalog,
+        queue=queue,
+        generations_dir=tmp_path / "generations",
+        seed_source=lambda: 1234,
+    )
+    await queue.close()
+
+
+async def test_portrait_is_recorded_run_and_kept(studio: Studio) -> None:
+    submission = await studio.portrait(ORIGIN, "editorial portrait of a fisherman --ar 2:3 --seed 7 --n 2")
+    recorded = await studio.ledger.get(submission.generation_id)
+    assert recorded is not None
+    assert recorded.status == "queued"
+    assert recorded.spec["recipe"]["seeds"] == [7, 8]
+    assert recorded.route["profile"] == "tiny-xl"
+    events = [event async for event in submission.handle.events()]
+    assert events[-1].state == "finished"
+    finished = await studio.finish(submission)
+    assert [path.name for path in finished.files] == [
+        f"{submission.generation_id}_1.png",
+        f"{submission.generation_id}_2.png",
+    ]
+    assert finished.grid is not None and finished.grid.is_file()
+    assert read_recipe(finished.files[1]).recipe.seeds == (8,)  # type: ignore[union-attr]
+    assert "seed 7" in finished.caption and "tiny-xl" in finished.caption
+    stored = await studio.ledger.get(submission.generation_id)
+    assert stored is not None
+    assert stored.status == "finished"
+    assert stored.result["files"] == [str(f) for f in finished.files]
+    await studio.delivered(submission.generation_id)
+    stored = await studio.ledger.get(submission.generation_id)
+    assert stored is not None and stored.status == "delivered"
+
+
+async def test_seed_comes_from_the_seed_source_when_not_given(studio: Studio) -> None:
+    submission = await studio.portrait(ORIGIN, "a portrait --n 1 --steps 1")
+    assert submission.spec.recipe is not None and submission.spec.recipe.seeds == (1234,)
+    await studio.finish(submission)
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "words"),
+    [
+        ("", BadPrompt, "the prompt is empty"),
+        ("a portrait --ar 7:3", BadFlag, "--ar 7:3"),
+        ("a portrait --engine dalle", UnknownProfile, "--engine dalle is not a profile here"),
+        (
+            "a portrait --engine photoreal-xl --steps 120",
+            BadFlag,
+            "--steps 120 is out of range for photoreal-xl",
+        ),
+    ],
+)
+async def test_bad_requests_are_refused_before_anything_is_recorded(
+    studio: Studio, text: str, error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error, match=words.replace("-", r"\-")):
+        await studio.portrait(ORIGIN, text)
+    assert await studio.ledger.open_generations() == []
+
+
+async def test_a_failed_job_is_recorded_with_its_reason(tmp_path: Path, tiny_catalog: Catalog) -> None:
+    async def failing(spec: JobSpec, progress: object) -> JobResult:
+        return JobResult(job_id=spec.job_id, generation_id=spec.generation_id, ok=False, error="GPU on fire")
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    await ledger.open()
+    queue = LocalQueue(failing)
+    studio = Studio(ledger=ledger, catalog=tiny_catalog, queue=queue, generations_dir=tmp_path / "g")
+    submission = await studio.portrait(ORIGIN, "a portrait")
+    with pytest.raises(JobFailed, match="GPU on fire"):
+        await studio.finish(submission)
+    stored = await ledger.get(submission.generation_id)
+    assert stored is not None
+    assert (stored.status, stored.error) == ("failed", "GPU on fire")
+    await queue.close()
+
+
+async def test_recorded_before_enqueued(tmp_path: Path, tiny_catalog: Catalog) -> None:
+    seen: list[str | None] = []
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    await ledger.open()
+
+    class SpyQueue:
+        async def submit(self, spec: JobSpec, queue_name: str) -> object:
+            stored = await ledger.get(spec.generation_id)
+            seen.append(stored.status if stored else None)
+            raise ConnectionError("redis is down")
+
+        async def close(self) -> None:
+            return None
+
+    studio = Studio(ledger=ledger, catalog=tiny_catalog, queue=SpyQueue(), generations_dir=tmp_path / "g")  # type: ignore[arg-type]
+    with pytest.raises(ConnectionError):
+        await studio.portrait(ORIGIN, "a portrait")
+    assert seen == ["recorded"]
+    assert len(await ledger.open_generations()) == 1
+
+
+async def test_rerun_of_an_embedded_recipe(studio: Studio) -> None:
+    first = await studio.finish(await studio.portrait(ORIGIN, "a portrait --n 2 --seed 3 --steps 2"))
+    old = read_recipe(first.files[1])
+    again = await studio.finish(await studio.rerun(ORIGIN, old))
+    assert again.generation_id != first.generation_id
+    assert again.seeds == (4,)
+    assert "re-run of" in again.caption
+
+
+async def test_progress_reaches_the_caller(studio: Studio) -> None:
+    submission = await studio.portrait(ORIGIN, "a portrait --n 1 --steps 3")
+    states: list[ProgressEvent] = []
+    async with asyncio.timeout(60):
+        async for event in submission.handle.events():
+            states.append(event)
+    assert [e.step for e in states if e.state == "step"] == [1, 2, 3]
+    await studio.finish(submission)
