@@ -38,9 +38,6 @@ class BotSettings(BaseSettings):
     job_wait_s: float = Field(
         default=1800, ge=1, le=86_400, description="How long the bot waits for a job before calling it lost."
     )
-    upload_limit_mb: float = Field(
-        default=10, gt=0, le=500, description="Per-file upload limit of the chat platform (MiB)."
-    )
 
     @property
     def ledger_path(self) -> Path:

@@ -36,13 +36,13 @@ _SINGLE_FILE_CLASSES = {
 def quiet_libraries() -> None:
     """No download/loading progress bars from diffusers, transformers or the hub: workers log instead."""
     import diffusers
-    import huggingface_hub
     import transformers
+    from huggingface_hub.utils.tqdm import disable_progress_bars
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    huggingface_hub.utils.disable_progress_bars()
+    disable_progress_bars()
 
 
 class WeightsMissing(RuntimeError):
