@@ -1,4 +1,7 @@
-"""Settings of a worker process (`likeness worker`, or the worker inside the embedded default)."""
+"""Settings: what every Likeness process shares, and what a worker adds.
+
+Torch-free, so the bot's settings (bot/settings.py) build on `SharedSettings` too.
+"""
 
 from __future__ import annotations
 
@@ -17,14 +20,14 @@ def default_data_dir() -> Path:
     return Path(base) / "likeness"
 
 
-class WorkerSettings(BaseSettings):
-    """Read from `LIKENESS_*` environment variables and an optional `.env` file."""
+class SharedSettings(BaseSettings):
+    """Settings every process kind reads, from `LIKENESS_*` environment variables and an optional `.env`."""
 
     model_config = SettingsConfigDict(env_prefix="LIKENESS_", env_file=".env", extra="ignore")
 
     data_dir: Path = Field(
         default_factory=default_data_dir,
-        description="Where tiny models, results and the ledger live. Default: $XDG_DATA_HOME/likeness.",
+        description="Where the ledger, results and tiny models live. Default: $XDG_DATA_HOME/likeness.",
     )
     models_file: Path | None = Field(
         default=None, description="A models.toml of your own; default: the catalog shipped with Likeness."
@@ -36,6 +39,11 @@ class WorkerSettings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="redis://host:port/db of the job queue; unset = the in-process queue."
     )
+
+
+class WorkerSettings(SharedSettings):
+    """A worker process: `likeness worker`, or the worker inside the embedded default."""
+
     profiles: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated profiles this worker serves and preloads; empty = the default profile.",
