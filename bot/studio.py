@@ -128,15 +128,10 @@ class Studio:
             raise BadFlag("this recipe has no image settings to re-run")
         profile = self.catalog.get(old.recipe.profile)
         queue = profile.queue_name if profile else QUEUE_PREFIX + old.recipe.profile
-        spec = JobSpec(
-            generation_id=new_id("g"),
-            prompt=old.prompt,
-            negative=old.negative,
-            recipe=old.recipe,
-            kind=old.kind,
-        )
+        spec = old.model_copy(update={"generation_id": new_id("g"), "job_id": new_id("j")})
         reasons = [f"re-run of {old.generation_id}"]
-        text_caption = f"{spec.prompt} · seed {old.recipe.seeds[0]} · {old.recipe.profile} ({reasons[0]})"
+        seeds = ", ".join(str(spec.seed_of(index)) for index in spec.kept)
+        text_caption = f"{spec.prompt} · seed {seeds} · {old.recipe.profile} ({reasons[0]})"
         route_info = {"profile": old.recipe.profile, "queue": queue, "reasons": reasons}
         return await self._submit(
             origin, spec, {"rerun_of": old.generation_id}, route_info, queue, text_caption
@@ -190,7 +185,7 @@ class Studio:
             generation_id=generation_id,
             files=files,
             grid=grid,
-            seeds=submission.spec.recipe.seeds if submission.spec.recipe else (),
+            seeds=tuple(image.seed for image in result.images),
             caption=submission.caption,
             notices=result.notices,
         )

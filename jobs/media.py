@@ -76,7 +76,7 @@ def a1111_parameters(spec: JobSpec, index: int) -> str:
     negative line is left out when there is no negative prompt.
     """
     recipe = _recipe(spec)
-    seed = recipe.seeds[_check_index(recipe, index) - 1]
+    seed = spec.seed_of(index)
     fields = [
         ("Steps", str(recipe.steps)),
         ("Sampler", SAMPLER_NAMES.get(recipe.scheduler, recipe.scheduler)),
@@ -96,7 +96,7 @@ def encode_png(image: Image.Image, spec: JobSpec, index: int) -> bytes:
     """PNG of variation `index` (1-based) carrying its recipe twice: the A1111 `parameters` text, and a
     `likeness` chunk with the JSON of the single-variation spec, which `read_recipe` turns back into a job.
     """
-    _check_index(_recipe(spec), index)
+    _recipe(spec)
     single = spec.single_variation(index)
     info = PngImagePlugin.PngInfo()
     # add_text writes tEXt when the text is Latin-1 and iTXt (UTF-8) otherwise, as A1111 does; uncompressed,
@@ -198,15 +198,6 @@ def _recipe(spec: JobSpec) -> Recipe:
     if spec.recipe is None:
         raise ValueError(f"job {spec.job_id} has no recipe to embed")
     return spec.recipe
-
-
-def _check_index(recipe: Recipe, index: int) -> int:
-    # JobSpec.single_variation would read seeds[-1] for index 0; refuse instead of embedding the wrong seed.
-    if not 1 <= index <= len(recipe.seeds):
-        raise ValueError(
-            f"variation {index} does not exist; this job has variations 1 to {len(recipe.seeds)}"
-        )
-    return index
 
 
 def _number(value: float) -> str:

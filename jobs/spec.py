@@ -11,7 +11,7 @@ import secrets
 from typing import Any, Literal
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SPEC_VERSION = 1
 
@@ -61,16 +61,40 @@ class JobSpec(_Plain):
     negative: str = ""
     recipe: Recipe | None = None
     inputs: tuple[InputImage, ...] = ()
+    keep: tuple[int, ...] = Field(
+        default=(), description="the variations (1-based) to return; empty = all of them"
+    )
+
+    @model_validator(mode="after")
+    def _keep_names_variations(self) -> JobSpec:
+        count = len(self.recipe.seeds) if self.recipe else 0
+        for index in self.keep:
+            if not 1 <= index <= count:
+                raise ValueError(f"keep names variation {index}, but the recipe makes {count}")
+        return self
+
+    @property
+    def kept(self) -> tuple[int, ...]:
+        """The variations this job returns, 1-based."""
+        count = len(self.recipe.seeds) if self.recipe else 0
+        return self.keep or tuple(range(1, count + 1))
+
+    def seed_of(self, index: int) -> int:
+        """The seed of variation `index` (1-based)."""
+        if self.recipe is None or not 1 <= index <= len(self.recipe.seeds):
+            count = len(self.recipe.seeds) if self.recipe else 0
+            raise ValueError(f"variation {index} does not exist; this job has 1 to {count}")
+        return self.recipe.seeds[index - 1]
 
     def single_variation(self, index: int) -> JobSpec:
-        """The spec that reproduces variation `index` (1-based) alone, from its own seed."""
-        if self.recipe is None:
-            raise ValueError(f"job {self.job_id} has no recipe")
-        if not 1 <= index <= len(self.recipe.seeds):
-            raise ValueError(f"variation {index} does not exist; this job has 1 to {len(self.recipe.seeds)}")
-        seed = self.recipe.seeds[index - 1]
-        recipe = self.recipe.model_copy(update={"seeds": (seed,)})
-        return self.model_copy(update={"recipe": recipe, "job_id": new_id("j")})
+        """The spec that makes variation `index` (1-based) again, pixel for pixel.
+
+        It keeps the whole batch of seeds and returns only that variation: float kernels (oneDNN, MKL,
+        cuBLAS) pick batch-size-dependent paths, so the same seed run alone can differ by one level in
+        a few pixels. Running the original batch again is bit-identical.
+        """
+        self.seed_of(index)
+        return self.model_copy(update={"keep": (index,), "job_id": new_id("j")})
 
 
 class ProgressEvent(_Plain):

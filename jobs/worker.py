@@ -105,11 +105,18 @@ class JobRunner:
 
         progress(ProgressEvent(job_id=spec.job_id, state="encoding"))
         encode_started = time.perf_counter()
+        kept = [(index, images[index - 1]) for index in spec.kept]
         results = tuple(
-            ResultImage(index=i, seed=seed, width=img.width, height=img.height, png=encode_png(img, spec, i))
-            for i, (img, seed) in enumerate(zip(images, recipe.seeds, strict=True), start=1)
+            ResultImage(
+                index=index,
+                seed=spec.seed_of(index),
+                width=image.width,
+                height=image.height,
+                png=encode_png(image, spec, index),
+            )
+            for index, image in kept
         )
-        grid = contact_grid(images)
+        grid = contact_grid([image for _, image in kept])
         timings["encode"] = time.perf_counter() - encode_started
         timings["total"] = time.perf_counter() - started
         notices = (

@@ -52,7 +52,7 @@ async def test_portrait_is_recorded_run_and_kept(studio: Studio) -> None:
         f"{submission.generation_id}_2.png",
     ]
     assert finished.grid is not None and finished.grid.is_file()
-    assert read_recipe(finished.files[1]).recipe.seeds == (8,)  # type: ignore[union-attr]
+    assert read_recipe(finished.files[1]).seed_of(2) == 8
     assert "seed 7" in finished.caption and "tiny-xl" in finished.caption
     stored = await studio.ledger.get(submission.generation_id)
     assert stored is not None
@@ -134,6 +134,7 @@ async def test_rerun_of_an_embedded_recipe(studio: Studio) -> None:
     again = await studio.finish(await studio.rerun(ORIGIN, old))
     assert again.generation_id != first.generation_id
     assert again.seeds == (4,)
+    assert again.files[0].name == f"{again.generation_id}_2.png"
     assert "re-run of" in again.caption
 
 

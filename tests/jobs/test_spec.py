@@ -42,13 +42,18 @@ def test_pack_refuses_live_objects() -> None:
     assert unpack(pack({"blob": pickle.dumps({"a": 1})}))["blob"].startswith(b"\x80")
 
 
-def test_single_variation_keeps_everything_but_the_other_seeds() -> None:
+def test_single_variation_keeps_the_batch_and_returns_one() -> None:
     spec = JobSpec(generation_id="g_x", prompt="p", recipe=recipe())
+    assert spec.kept == (1, 2, 3, 4)
     one = spec.single_variation(3)
-    assert one.recipe is not None
-    assert one.recipe.seeds == (9,)
-    assert one.recipe.model_copy(update={"seeds": (7, 8, 9, 10)}) == spec.recipe
+    assert one.kept == (3,)
+    assert one.seed_of(3) == 9
+    assert one.recipe == spec.recipe
     assert one.job_id != spec.job_id
+    with pytest.raises(ValueError, match="variation 5 does not exist; this job has 1 to 4"):
+        spec.single_variation(5)
+    with pytest.raises(ValidationError, match="keep names variation 0"):
+        JobSpec(generation_id="g_x", recipe=recipe(), keep=(0,))
 
 
 @pytest.mark.parametrize(
