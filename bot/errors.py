@@ -30,3 +30,7 @@ class GenerationNotFound(UserError):
 
 class JobFailed(UserError):
     """The job ran and failed; the message carries the worker's reason."""
+
+
+class JobTimedOut(UserError):
+    """No result came back in time: most often, no worker serves the profile's queue."""

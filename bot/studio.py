@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.commands import PortraitRequest, parse_portrait
-from bot.errors import BadFlag, JobFailed, UnknownProfile
+from bot.errors import BadFlag, JobFailed, JobTimedOut, UnknownProfile
 from bot.ledger import Ledger
 from jobs.queue import JobHandle, Queue
 from jobs.spec import JobResult, JobSpec, Recipe, new_id
@@ -46,6 +46,11 @@ class Submission:
     spec: JobSpec
     handle: JobHandle
     caption: str
+    queue: str
+
+    @property
+    def profile(self) -> str:
+        return self.spec.recipe.profile if self.spec.recipe else ""
 
 
 @dataclass(frozen=True)
@@ -161,12 +166,19 @@ class Studio:
         )
         handle = await self.queue.submit(spec, queue)
         await self.ledger.set_status(spec.generation_id, "queued")
-        return Submission(spec.generation_id, spec, handle, text_caption)
+        return Submission(spec.generation_id, spec, handle, text_caption, queue)
 
     async def finish(self, submission: Submission) -> Finished:
         """Wait for the job, keep its files under the data dir, and mark the generation finished."""
         generation_id = submission.generation_id
-        result = await submission.handle.result(timeout=self.job_wait_s)
+        try:
+            result = await submission.handle.result(timeout=self.job_wait_s)
+        except TimeoutError:
+            raise JobTimedOut(
+                f"generation {generation_id} got no result in {self.job_wait_s:g} s. Is a worker serving "
+                f"{submission.queue}? Start one with `likeness worker --profiles {submission.profile}`; "
+                "the request stays recorded."
+            ) from None
         if not result.ok:
             await self.ledger.set_status(generation_id, "failed", error=result.error)
             raise JobFailed(f"generation {generation_id} failed: {result.error}")

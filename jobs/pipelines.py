@@ -107,20 +107,19 @@ class PipelineCache:
     def resident(self) -> list[str]:
         return list(self._resident)
 
-    def get(self, recipe: Recipe, memory_gb: float) -> tuple[Any, float]:
-        """The pipeline for `recipe`, loading it if needed; also the seconds spent loading (0 when warm)."""
+    def get(self, checkpoint: str, family: str, memory_gb: float) -> tuple[Any, float]:
+        """The pipeline of `checkpoint`, loaded if needed, and the seconds spent loading (0 when warm)."""
         with self._lock:
-            key = recipe.checkpoint
-            if key in self._resident:
-                self._resident.move_to_end(key)
-                return self._resident[key].pipeline, 0.0
+            if checkpoint in self._resident:
+                self._resident.move_to_end(checkpoint)
+                return self._resident[checkpoint].pipeline, 0.0
             self._make_room(memory_gb)
             started = time.perf_counter()
-            pipeline = self._load(recipe)
+            pipeline = self._load(checkpoint, family)
             took = time.perf_counter() - started
-            self._resident[key] = Resident(pipeline, memory_gb, took)
-            self.loads[key] = self.loads.get(key, 0) + 1
-            log.info("loaded %s in %.1fs on %s", key, took, self.device.name)
+            self._resident[checkpoint] = Resident(pipeline, memory_gb, took)
+            self.loads[checkpoint] = self.loads.get(checkpoint, 0) + 1
+            log.info("loaded %s in %.1fs on %s", checkpoint, took, self.device.name)
             return pipeline, took
 
     def _make_room(self, memory_gb: float) -> None:
@@ -133,10 +132,9 @@ class PipelineCache:
             if self.device.name == "cuda":
                 torch.cuda.empty_cache()
 
-    def _load(self, recipe: Recipe) -> Any:
+    def _load(self, checkpoint: str, family: str) -> Any:
         import diffusers
 
-        checkpoint = recipe.checkpoint
         if checkpoint.startswith(TINY_PREFIX):
             source: str | Path = ensure_tiny_pipeline(checkpoint[len(TINY_PREFIX) :], self.models_dir)
         else:
@@ -146,7 +144,7 @@ class PipelineCache:
             if path.suffix == ".safetensors":
                 if not path.is_file():
                     raise WeightsMissing(f"checkpoint file {path} does not exist on this worker")
-                cls = getattr(diffusers, _SINGLE_FILE_CLASSES[recipe.family])
+                cls = getattr(diffusers, _SINGLE_FILE_CLASSES[family])
                 pipeline = cls.from_single_file(str(path), dtype=self.device.dtype)
             else:
                 pipeline = diffusers.DiffusionPipeline.from_pretrained(

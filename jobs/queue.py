@@ -194,16 +194,24 @@ class _ArqHandle:
                     return
 
     async def result(self, timeout: float | None = None) -> JobResult:
-        from arq.jobs import Job
-
-        job = Job(self._job_id, self._queue.redis, _queue_name=self._queue_name, _deserializer=unpack)
-        try:
-            raw = await job.result(timeout=timeout, poll_delay=self._queue.poll_delay_s)
-        except TimeoutError:
-            raise
-        except Exception as exc:  # the job function raised: arq hands back its (stringified) error
-            return JobResult(job_id=self._job_id, generation_id="", ok=False, error=f"the job failed: {exc}")
-        return JobResult.model_validate(raw)
+        """Wait on the job's event stream instead of polling, then read arq's result record."""
+        redis = self._queue.redis
+        key = EVENTS_KEY + self._job_id
+        last = "0-0"
+        ended = False
+        async with asyncio.timeout(timeout):
+            while True:
+                done = await self._queue.finished_result(self._job_id)
+                if done is not None:
+                    return done
+                if ended:  # the worker said it ended; arq stores the result a moment later
+                    await asyncio.sleep(self._queue.poll_delay_s)
+                    continue
+                # Streams expire before results do: wake at least once a second to look at the result.
+                reply = await redis.xread({key: last}, block=1000, count=100)
+                for entry_id, fields in reply[0][1] if reply else ():
+                    last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    ended = ended or ProgressEvent.model_validate(unpack(fields[b"e"])).state in TERMINAL
 
 
 class ArqQueue:

@@ -17,12 +17,24 @@ from typing import Any, Protocol
 from jobs.pipelines import Device, PipelineCache, WeightsMissing, quiet_libraries, txt2img
 from jobs.queue import ARQ_FUNCTION, EventPublisher, arq_redis_settings
 from jobs.settings import WorkerSettings
-from jobs.spec import SPEC_VERSION, JobResult, JobSpec, ProgressEvent, ResultImage, new_id, pack, unpack
+from jobs.spec import (
+    SPEC_VERSION,
+    JobResult,
+    JobSpec,
+    ProgressEvent,
+    Recipe,
+    ResultImage,
+    new_id,
+    pack,
+    unpack,
+)
 from router.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
 ProgressSink = Callable[[ProgressEvent], None]
+
+DEFAULT_MEMORY_GB = 8.0  # for a recipe whose profile this worker's catalog does not list
 
 TINY_NOTICE = (
     "{profile} is a tiny random-weight model: its images are noise. "
@@ -48,30 +60,33 @@ class JobRunner:
         """Load the pipelines of these profiles now, so the first user does not wait for them."""
         for name in profile_names:
             profile = self.catalog.get(name)
-            if profile is None:
-                continue
-            recipe_stub = _recipe_for_loading(profile.checkpoint, profile.family)
-            await asyncio.to_thread(self.cache.get, recipe_stub, profile.memory_gb)
+            if profile is not None:
+                await asyncio.to_thread(self.cache.get, profile.checkpoint, profile.family, profile.memory_gb)
 
     async def run(self, spec: JobSpec, progress: ProgressSink) -> JobResult:
         """Run `spec`; failures come back as a JobResult with a reason, never as an exception."""
         if spec.kind == "noop":
             return JobResult(job_id=spec.job_id, generation_id=spec.generation_id, ok=True, worker=self.name)
+        if spec.recipe is None:
+            return self._failed(spec, f"job {spec.job_id} ({spec.kind}) has no recipe")
         loop = asyncio.get_running_loop()
 
         def from_thread(event: ProgressEvent) -> None:
             loop.call_soon_threadsafe(progress, event)
 
-        async with self._device_lock:
-            progress(ProgressEvent(job_id=spec.job_id, state="started"))
-            try:
-                return await asyncio.to_thread(self._run_blocking, spec, from_thread)
-            except WeightsMissing as exc:
-                return self._failed(spec, str(exc))
-            except Exception:
-                error_id = new_id("e")
-                log.exception("job %s failed (error id %s)", spec.job_id, error_id)
-                return self._failed(spec, f"the worker hit an internal error (error id {error_id})")
+        try:
+            # The device is held for loading and denoising only; encoding runs beside the next job.
+            async with self._device_lock:
+                progress(ProgressEvent(job_id=spec.job_id, state="started"))
+                images, timings = await asyncio.to_thread(self._generate, spec, spec.recipe, from_thread)
+            progress(ProgressEvent(job_id=spec.job_id, state="encoding"))
+            return await asyncio.to_thread(self._encode, spec, images, timings)
+        except WeightsMissing as exc:
+            return self._failed(spec, str(exc))
+        except Exception:
+            error_id = new_id("e")
+            log.exception("job %s failed (error id %s)", spec.job_id, error_id)
+            return self._failed(spec, f"the worker hit an internal error (error id {error_id})")
 
     @property
     def name(self) -> str:
@@ -82,29 +97,28 @@ class JobRunner:
             job_id=spec.job_id, generation_id=spec.generation_id, ok=False, error=reason, worker=self.name
         )
 
-    def _run_blocking(self, spec: JobSpec, progress: ProgressSink) -> JobResult:
-        from jobs.media import contact_grid, encode_png
-
-        recipe = spec.recipe
-        if recipe is None:
-            return self._failed(spec, f"job {spec.job_id} ({spec.kind}) has no recipe")
+    def _generate(
+        self, spec: JobSpec, recipe: Recipe, progress: ProgressSink
+    ) -> tuple[list[Any], dict[str, float]]:
         profile = self.catalog.get(recipe.profile)
-        memory = profile.memory_gb if profile else 8.0
+        memory = profile.memory_gb if profile else DEFAULT_MEMORY_GB
         timings: dict[str, float] = {}
-        started = time.perf_counter()
         if recipe.checkpoint not in self.cache.resident:
             progress(ProgressEvent(job_id=spec.job_id, state="loading", message=recipe.checkpoint))
-        pipeline, timings["load"] = self.cache.get(recipe, memory)
+        pipeline, timings["load"] = self.cache.get(recipe.checkpoint, recipe.family, memory)
 
         def on_step(step: int, total: int) -> None:
             progress(ProgressEvent(job_id=spec.job_id, state="step", step=step, total=total))
 
-        run_started = time.perf_counter()
+        started = time.perf_counter()
         images = txt2img(pipeline, spec.prompt, spec.negative, recipe, on_step)
-        timings["run"] = time.perf_counter() - run_started
+        timings["run"] = time.perf_counter() - started
+        return images, timings
 
-        progress(ProgressEvent(job_id=spec.job_id, state="encoding"))
-        encode_started = time.perf_counter()
+    def _encode(self, spec: JobSpec, images: list[Any], timings: dict[str, float]) -> JobResult:
+        from jobs.media import contact_grid, encode_png
+
+        started = time.perf_counter()
         kept = [(index, images[index - 1]) for index in spec.kept]
         results = tuple(
             ResultImage(
@@ -116,18 +130,20 @@ class JobRunner:
             )
             for index, image in kept
         )
-        grid = contact_grid([image for _, image in kept])
-        timings["encode"] = time.perf_counter() - encode_started
-        timings["total"] = time.perf_counter() - started
+        grid = _png_bytes(contact_grid([image for _, image in kept]))
+        timings["encode"] = time.perf_counter() - started
+        recipe = spec.recipe
         notices = (
-            (TINY_NOTICE.format(profile=recipe.profile),) if recipe.checkpoint.startswith("tiny:") else ()
+            (TINY_NOTICE.format(profile=recipe.profile),)
+            if recipe is not None and recipe.checkpoint.startswith("tiny:")
+            else ()
         )
         return JobResult(
             job_id=spec.job_id,
             generation_id=spec.generation_id,
             ok=True,
             images=results,
-            grid=_png_bytes(grid),
+            grid=grid,
             worker=self.name,
             timings=timings,
             notices=notices,
@@ -140,22 +156,6 @@ def _png_bytes(image: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
-
-
-def _recipe_for_loading(checkpoint: str, family: str) -> Any:
-    from jobs.spec import Recipe
-
-    return Recipe(
-        profile="preload",
-        family=family,
-        checkpoint=checkpoint,
-        scheduler="",
-        steps=1,
-        cfg=0.0,
-        width=64,
-        height=64,
-        seeds=(0,),
-    )
 
 
 async def run_job(ctx: dict[str, Any], spec_data: dict[str, Any]) -> dict[str, Any]:
@@ -206,6 +206,7 @@ def arq_worker(
         job_deserializer=unpack,
         keep_result=24 * 3600,
         job_completion_wait=int(job_timeout_s),
+        log_results=False,  # arq would repr() every result, images included, on the event loop
     )
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import BadFlag, BadPrompt, JobFailed, UnknownProfile
+from bot.errors import BadFlag, BadPrompt, JobFailed, JobTimedOut, UnknownProfile
 from bot.ledger import Ledger
 from bot.studio import Origin, Studio
 from jobs.media import read_recipe
-from jobs.queue import LocalQueue
+from jobs.queue import ArqQueue, LocalQueue
 from jobs.settings import WorkerSettings
 from jobs.spec import JobResult, JobSpec, ProgressEvent
 from jobs.worker import JobRunner
@@ -146,3 +146,21 @@ async def test_progress_reaches_the_caller(studio: Studio) -> None:
             states.append(event)
     assert [e.step for e in states if e.state == "step"] == [1, 2, 3]
     await studio.finish(submission)
+
+
+async def test_no_worker_means_a_clear_timeout(tmp_path: Path, tiny_catalog: Catalog, redis_url: str) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    await ledger.open()
+    queue = await ArqQueue.connect(redis_url)
+    studio = Studio(
+        ledger=ledger, catalog=tiny_catalog, queue=queue, generations_dir=tmp_path / "g", job_wait_s=0.5
+    )
+    submission = await studio.portrait(ORIGIN, "a portrait")
+    with pytest.raises(
+        JobTimedOut, match=r"Is a worker serving likeness:profile:tiny-xl.*--profiles tiny-xl"
+    ):
+        await studio.finish(submission)
+    stored = await ledger.get(submission.generation_id)
+    assert stored is not None
+    assert stored.status == "queued"
+    await queue.close()

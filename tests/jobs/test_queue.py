@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -11,7 +10,7 @@ import pytest
 
 from jobs.queue import ArqQueue, LocalQueue, Queue
 from jobs.spec import InputImage, JobResult, JobSpec, ProgressEvent, Recipe
-from jobs.worker import arq_worker
+from tests.arq_support import running_worker
 
 QUEUE = "likeness:profile:test"
 
@@ -65,13 +64,8 @@ async def queue_and_runner(request: pytest.FixtureRequest) -> AsyncIterator[tupl
         return
     url = request.getfixturevalue("redis_url")
     queue = await ArqQueue.connect(url, poll_delay_s=0.01)
-    worker = arq_worker(runner, QUEUE, url, poll_delay_s=0.01)
-    task = asyncio.create_task(worker.async_run())
-    yield queue, runner
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await worker.close()
+    async with running_worker(runner, QUEUE, url):
+        yield queue, runner
     await queue.close()
 
 

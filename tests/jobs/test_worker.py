@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 from pathlib import Path
 
@@ -15,8 +14,9 @@ from jobs.media import read_parameters, read_recipe
 from jobs.queue import ArqQueue
 from jobs.settings import WorkerSettings
 from jobs.spec import JobResult, JobSpec, ProgressEvent, Recipe
-from jobs.worker import JobRunner, arq_worker, run_job
+from jobs.worker import JobRunner, run_job
 from router.catalog import Catalog
+from tests.arq_support import running_worker
 
 
 def tiny_spec(
@@ -136,20 +136,15 @@ async def test_a_newer_spec_version_is_refused_with_a_reason(runner: JobRunner) 
 
 async def test_arq_end_to_end_on_redis(runner: JobRunner, redis_url: str) -> None:
     queue = await ArqQueue.connect(redis_url, poll_delay_s=0.01)
-    worker = arq_worker(runner, "likeness:profile:tiny-xl", redis_url, poll_delay_s=0.01)
-    task = asyncio.create_task(worker.async_run())
     try:
-        spec = tiny_spec((5, 6))
-        handle = await queue.submit(spec, "likeness:profile:tiny-xl")
-        events = [event async for event in handle.events()]
-        result = await handle.result(timeout=60)
-        local, _ = await run(runner, tiny_spec((5, 6)))
+        async with running_worker(runner, "likeness:profile:tiny-xl", redis_url):
+            spec = tiny_spec((5, 6))
+            handle = await queue.submit(spec, "likeness:profile:tiny-xl")
+            events = [event async for event in handle.events()]
+            result = await handle.result(timeout=60)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await worker.close()
         await queue.close()
+    local, _ = await run(runner, tiny_spec((5, 6)))
     assert result.ok and len(result.images) == 2
     assert [e.step for e in events if e.state == "step"] == [1, 2, 3]
     assert events[-1].state == "finished"
