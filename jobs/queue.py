@@ -131,12 +131,20 @@ def arq_redis_settings(url: str) -> Any:
     return RedisSettings.from_dsn(url)
 
 
+async def publish_event(redis: Any, event: ProgressEvent) -> None:
+    """Append one event to its job's Redis stream (kept a day, the last 500 events)."""
+    key = EVENTS_KEY + event.job_id
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xadd(key, {"e": pack(event.model_dump())}, maxlen=500, approximate=True)
+        pipe.expire(key, EVENTS_TTL_S)
+        await pipe.execute()
+
+
 class EventPublisher:
     """Worker side: appends a job's progress events, in order, to its Redis stream."""
 
-    def __init__(self, redis: Any, job_id: str) -> None:
+    def __init__(self, redis: Any) -> None:
         self._redis = redis
-        self._key = EVENTS_KEY + job_id
         self._queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
         self._task = asyncio.create_task(self._drain())
 
@@ -146,14 +154,12 @@ class EventPublisher:
     async def _drain(self) -> None:
         while (event := await self._queue.get()) is not None:
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.xadd(self._key, {"e": pack(event.model_dump())}, maxlen=500, approximate=True)
-                    pipe.expire(self._key, EVENTS_TTL_S)
-                    await pipe.execute()
+                await publish_event(self._redis, event)
             except Exception:  # progress is best effort; the result travels separately
-                log.warning("could not publish progress for %s", self._key, exc_info=True)
+                log.warning("could not publish progress for %s", event.job_id, exc_info=True)
 
     async def close(self) -> None:
+        """Publish what is pending, then stop."""
         self._queue.put_nowait(None)
         await self._task
 

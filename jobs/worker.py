@@ -12,10 +12,12 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+from arq.constants import result_key_prefix
 
 from jobs.pipelines import Device, PipelineCache, WeightsMissing, quiet_libraries, txt2img
-from jobs.queue import ARQ_FUNCTION, EventPublisher, arq_redis_settings
+from jobs.queue import ARQ_FUNCTION, EventPublisher, arq_redis_settings, publish_event
 from jobs.settings import WorkerSettings
 from jobs.spec import (
     SPEC_VERSION,
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 ProgressSink = Callable[[ProgressEvent], None]
 
+END_EVENT = "likeness_end_event"  # where run_job leaves the last event for announce_end, in arq's ctx
 DEFAULT_MEMORY_GB = 8.0  # for a recipe whose profile this worker's catalog does not list
 
 TINY_NOTICE = (
@@ -132,6 +135,7 @@ class JobRunner:
         )
         grid = _png_bytes(contact_grid([image for _, image in kept]))
         timings["encode"] = time.perf_counter() - started
+        timings["total"] = sum(timings.values())
         recipe = spec.recipe
         notices = (
             (TINY_NOTICE.format(profile=recipe.profile),)
@@ -163,18 +167,34 @@ async def run_job(ctx: dict[str, Any], spec_data: dict[str, Any]) -> dict[str, A
     runner: SupportsRun = ctx["runner"]
     version = spec_data.get("version") if isinstance(spec_data, dict) else None
     if version != SPEC_VERSION:
-        job_id = str(ctx.get("job_id", ""))
         reason = f"job spec version {version!r} is not {SPEC_VERSION}; upgrade the worker or the bot"
-        gen = str(spec_data.get("generation_id", "")) if isinstance(spec_data, dict) else ""
-        return JobResult(job_id=job_id, generation_id=gen, ok=False, error=reason).model_dump()
-    spec = JobSpec.model_validate(spec_data)
-    publisher = EventPublisher(ctx["redis"], spec.job_id)
-    result = await runner.run(spec, publisher.emit)
-    publisher.emit(
-        ProgressEvent(job_id=spec.job_id, state="finished" if result.ok else "failed", message=result.error)
-    )
-    await publisher.close()
+        generation_id = str(spec_data.get("generation_id", "")) if isinstance(spec_data, dict) else ""
+        result = JobResult(
+            job_id=str(ctx.get("job_id", "")), generation_id=generation_id, ok=False, error=reason
+        )
+    else:
+        spec = JobSpec.model_validate(spec_data)
+        publisher = EventPublisher(ctx["redis"])
+        try:
+            result = await runner.run(spec, publisher.emit)
+        finally:
+            await publisher.close()
+    state: Literal["finished", "failed"] = "finished" if result.ok else "failed"
+    ctx[END_EVENT] = ProgressEvent(job_id=result.job_id, state=state, message=result.error)
     return result.model_dump()
+
+
+async def announce_end(ctx: dict[str, Any]) -> None:
+    """arq's `after_job_end`: runs once the result is stored, so a client this event wakes finds it."""
+    event: ProgressEvent | None = ctx.get(END_EVENT)
+    if event is None:
+        # The job raised or was cancelled. Without a stored result arq will run it again: say nothing yet.
+        if not await ctx["redis"].exists(result_key_prefix + ctx["job_id"]):
+            return
+        event = ProgressEvent(
+            job_id=ctx["job_id"], state="failed", message="the job raised; see the worker log"
+        )
+    await publish_event(ctx["redis"], event)
 
 
 class SupportsRun(Protocol):
@@ -207,6 +227,7 @@ def arq_worker(
         keep_result=24 * 3600,
         job_completion_wait=int(job_timeout_s),
         log_results=False,  # arq would repr() every result, images included, on the event loop
+        after_job_end=announce_end,
     )
 
 

@@ -29,6 +29,8 @@ class EchoRunner:
         for step in range(1, steps + 1):
             await asyncio.sleep(self.delay)
             progress(ProgressEvent(job_id=spec.job_id, state="step", step=step, total=steps))
+        if spec.prompt == "crash":
+            raise RuntimeError("boom")
         if spec.prompt == "fail":
             return JobResult(
                 job_id=spec.job_id, generation_id=spec.generation_id, ok=False, error="it failed"
@@ -91,6 +93,16 @@ async def test_failure_is_reported_with_its_reason(queue_and_runner: tuple[Queue
     result = await handle.result(timeout=10)
     assert not result.ok
     assert result.error == "it failed"
+    assert events[-1].state == "failed"
+
+
+async def test_a_runner_that_raises_still_ends_the_job(queue_and_runner: tuple[Queue, EchoRunner]) -> None:
+    queue, _ = queue_and_runner
+    handle = await queue.submit(make_spec(prompt="crash"), QUEUE)
+    events = [event async for event in handle.events()]
+    result = await handle.result(timeout=10)
+    assert not result.ok
+    assert "boom" in result.error
     assert events[-1].state == "failed"
 
 
