@@ -350,12 +350,12 @@ async def worker_overhead(bench: Bench) -> list[Row]:
             "—",
         ),
         (
-            "1f. LocalQueue: submit→result minus timings.total (grid PNG, queue)",
+            "1f. LocalQueue: submit→result minus timings.total (queue)",
             outside(local_s, local_results),
             "—",
         ),
         (
-            "1g. ArqQueue: submit→result minus timings.total (grid PNG, Redis, polls)",
+            "1g. ArqQueue: submit→result minus timings.total (Redis, polls)",
             outside(arq_s, arq_results),
             "—",
         ),
@@ -717,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         "medians are of the rounds alone.\n"
         "Times are wall-clock, from submit (or the bare call) to the result in hand. 4e is stamped where "
         "arq's job function hands the job to the runner (ours) or enters `noop` (raw).\n"
-        "timings.encode leaves out the grid's PNG encoding (worker.py `_png_bytes`), which 1f/1g pick up."
+        "timings.encode covers the 4 PNGs and the grid, encoded in parallel threads."
     )
     return 0
 

@@ -57,6 +57,8 @@ SAMPLER_NAMES: dict[str, str] = {
 }
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# zlib level 3 encodes a 1024² portrait about 3x faster than PIL's default 6, for files about 8% larger.
+PNG_COMPRESS_LEVEL = 3
 _WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 _JPEG_QUALITIES = (95, 90, 85, 80, 75, 70)
 _FLOOR_QUALITY = _JPEG_QUALITIES[-1]
@@ -92,6 +94,13 @@ def a1111_parameters(spec: JobSpec, index: int) -> str:
     return f"{spec.prompt}{negative}\n{settings}"
 
 
+def png_bytes(image: Image.Image) -> bytes:
+    """A plain PNG (e.g. the contact grid), at the same speed-minded compression as the variations."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
 def encode_png(image: Image.Image, spec: JobSpec, index: int) -> bytes:
     """PNG of variation `index` (1-based) carrying its recipe twice: the A1111 `parameters` text, and a
     `likeness` chunk with the JSON of the single-variation spec, which `read_recipe` turns back into a job.
@@ -104,7 +113,7 @@ def encode_png(image: Image.Image, spec: JobSpec, index: int) -> bytes:
     info.add_text(PARAMETERS_KEY, a1111_parameters(spec, index))
     info.add_text(RECIPE_KEY, single.model_dump_json())
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
+    image.save(buffer, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
 
 
@@ -280,7 +289,7 @@ def fit_to_budget(
         parameters = read_parameters(metadata_png)
     else:
         buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
+        image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
         if buffer.tell() <= max_bytes:
             return buffer.getvalue(), "image/png"
 

@@ -12,6 +12,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Protocol
 
 from arq.constants import result_key_prefix
@@ -119,21 +120,20 @@ class JobRunner:
         return images, timings
 
     def _encode(self, spec: JobSpec, images: list[Any], timings: dict[str, float]) -> JobResult:
-        from jobs.media import contact_grid, encode_png
+        from jobs.media import contact_grid, encode_png, png_bytes
 
         started = time.perf_counter()
         kept = [(index, images[index - 1]) for index in spec.kept]
+        # zlib releases the GIL: the PNGs encode in parallel.
+        with ThreadPoolExecutor(max_workers=len(kept) + 1, thread_name_prefix="likeness-png") as pool:
+            grid = pool.submit(lambda: png_bytes(contact_grid([image for _, image in kept])))
+            pngs = list(pool.map(lambda item: encode_png(item[1], spec, item[0]), kept))
         results = tuple(
             ResultImage(
-                index=index,
-                seed=spec.seed_of(index),
-                width=image.width,
-                height=image.height,
-                png=encode_png(image, spec, index),
+                index=index, seed=spec.seed_of(index), width=image.width, height=image.height, png=png
             )
-            for index, image in kept
+            for (index, image), png in zip(kept, pngs, strict=True)
         )
-        grid = _png_bytes(contact_grid([image for _, image in kept]))
         timings["encode"] = time.perf_counter() - started
         timings["total"] = sum(timings.values())
         recipe = spec.recipe
@@ -147,19 +147,11 @@ class JobRunner:
             generation_id=spec.generation_id,
             ok=True,
             images=results,
-            grid=grid,
+            grid=grid.result(),
             worker=self.name,
             timings=timings,
             notices=notices,
         )
-
-
-def _png_bytes(image: Any) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
-    return buffer.getvalue()
 
 
 async def run_job(ctx: dict[str, Any], spec_data: dict[str, Any]) -> dict[str, Any]:
