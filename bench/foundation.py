@@ -646,7 +646,7 @@ async def queue_bench(bench: Bench) -> list[Row]:
             "≈ 5 ms + overhead",
         ),
         Row(
-            "4f. idle latency p50 (poll 10 ms), enqueue → result in the client (polls every 10 ms)",
+            "4f. idle latency p50 (poll 10 ms), enqueue → result in the client",
             millis(percentile(ours_result, 0.5)),
             millis(percentile(raw_result, 0.5)),
             times(percentile(ours_result, 0.5) / percentile(raw_result, 0.5)),
