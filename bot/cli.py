@@ -14,19 +14,23 @@ import shutil
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from bot.errors import UserError
 from bot.ledger import Ledger
 from bot.settings import BotSettings
 from bot.studio import Finished, Origin, Studio, Submission, plan_portrait
-from jobs.queue import ArqQueue, LocalQueue, Queue
+from jobs.queue import ArqQueue, LocalQueue, Queue, QueueUnavailable
+from jobs.settings import SharedSettings
 from jobs.spec import JobSpec, ProgressEvent
 from router.catalog import Catalog, CatalogError, load_catalog
 
@@ -56,11 +60,32 @@ def main() -> None:
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
-    except (UserError, CatalogError, ValueError) as exc:
-        errors.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    except (UserError, CatalogError, QueueUnavailable, ValueError) as exc:
+        _fail(str(exc))
+    except (ConnectionError, RedisError) as exc:
+        _fail(f"cannot reach Redis ({exc}); check LIKENESS_REDIS_URL and that Redis is running")
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+def _fail(message: str) -> NoReturn:
+    errors.print(Text.assemble(("error: ", "red"), message))  # user text is never read as markup
+    raise typer.Exit(2)
+
+
+S = TypeVar("S", bound=SharedSettings)
+
+
+def _settings(kind: type[S], **overrides: Any) -> S:
+    """Settings from the environment; a bad value names its variable and what is allowed."""
+    try:
+        return kind(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"LIKENESS_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        _fail(f"bad setting: {problems}")
 
 
 def _logging(level: int) -> None:
@@ -69,8 +94,11 @@ def _logging(level: int) -> None:
     )
 
 
-def _catalog(settings: BotSettings) -> Catalog:
-    return load_catalog(settings.models_file, default=settings.default_profile)
+def _catalog(settings: SharedSettings) -> Catalog:
+    try:
+        return load_catalog(settings.models_file, default=settings.default_profile)
+    except CatalogError as exc:
+        _fail(str(exc))
 
 
 async def _queue(stack: AsyncExitStack, settings: BotSettings, catalog: Catalog) -> Queue:
@@ -115,7 +143,7 @@ def generate(
 ) -> None:
     """Make a portrait on this machine (or through Redis when LIKENESS_REDIS_URL is set)."""
     _logging(logging.WARNING)
-    settings = BotSettings()
+    settings = _settings(BotSettings)
     finished = _run(_generate(settings, prompt, out))
     _print_finished(finished, out)
 
@@ -171,7 +199,7 @@ def _copy_out(finished: Finished, out: Path) -> None:
 
 def _print_finished(finished: Finished, out: Path) -> None:
     for notice in finished.notices:
-        errors.print(f"[yellow]note:[/yellow] {notice}")
+        errors.print(Text.assemble(("note: ", "yellow"), notice))
     console.print(finished.caption)
     for path, seed in zip(finished.files, finished.seeds, strict=False):
         console.print(f"  {out / path.name}  (seed {seed})")
@@ -191,15 +219,13 @@ def rerun(
     _logging(logging.WARNING)
     from jobs.media import read_recipe
 
-    settings = BotSettings()
+    settings = _settings(BotSettings)
     if not image.is_file():
-        errors.print(f"[red]error:[/red] {image} is not a file; pass the path of a PNG that Likeness made")
-        raise typer.Exit(2)
+        _fail(f"{image} is not a file; pass the path of a PNG that Likeness made")
     try:
         old = read_recipe(image)
     except ValueError as exc:
-        errors.print(f"[red]error:[/red] {image}: {exc}")
-        raise typer.Exit(2) from None
+        _fail(f"{image}: {exc}")
     finished = _run(_rerun(settings, old, out))
     _print_finished(finished, out)
 
@@ -221,12 +247,11 @@ def route(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: intent, profile, reasons.")] = False,
 ) -> None:
     """Where a prompt would go, and why. Nothing is generated."""
-    settings = BotSettings()
+    settings = _settings(BotSettings)
     try:
         request, chosen = plan_portrait(prompt, _catalog(settings))
-    except (UserError, CatalogError) as exc:
-        errors.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    except UserError as exc:
+        _fail(str(exc))
     if as_json:
         payload = {
             "intent": None,
@@ -265,20 +290,14 @@ def worker(
         overrides["redis_url"] = redis
     if profiles:
         overrides["profiles"] = profiles
-    settings = WorkerSettings(**overrides)
-    catalog = load_catalog(settings.models_file, default=settings.default_profile)
-    _run(serve(settings, catalog, burst=burst))
+    settings = _settings(WorkerSettings, **overrides)
+    _run(serve(settings, _catalog(settings), burst=burst))
 
 
 @models_app.command("list")
 def models_list() -> None:
     """The profiles, whether their weights are on this machine, and which one is the default."""
-    settings = BotSettings()
-    try:
-        catalog = _catalog(settings)
-    except CatalogError as exc:
-        errors.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    catalog = _catalog(_settings(BotSettings))
     table = Table(title=f"profiles ({catalog.source})")
     for column in ("profile", "family", "checkpoint", "weights", "capabilities", "queue"):
         table.add_column(column)
@@ -304,7 +323,7 @@ def models_tiny() -> None:
     """Build the tiny random-weight pipelines under the data dir (they load like any checkpoint)."""
     from jobs.tiny import TINY_FAMILIES, ensure_tiny_pipeline
 
-    settings = BotSettings()
+    settings = _settings(BotSettings)
     for family in TINY_FAMILIES:
         path = ensure_tiny_pipeline(family, settings.data_dir / "models")
         console.print(f"tiny {family}: {path}")

@@ -23,6 +23,10 @@ EVENTS_TTL_S = 24 * 3600
 TERMINAL = frozenset({"finished", "failed"})
 
 
+class QueueUnavailable(ConnectionError):
+    """The queue's transport cannot be reached; the message says where and what to do."""
+
+
 class JobHandle(Protocol):
     """A submitted job: its progress events, then its result."""
 
@@ -230,8 +234,17 @@ class ArqQueue:
     @classmethod
     async def connect(cls, url: str, *, poll_delay_s: float = 0.05) -> ArqQueue:
         from arq import create_pool
+        from redis.exceptions import RedisError
 
-        redis = await create_pool(arq_redis_settings(url), job_serializer=pack, job_deserializer=unpack)
+        settings = arq_redis_settings(url)
+        settings.conn_retries = 2
+        try:
+            redis = await create_pool(settings, job_serializer=pack, job_deserializer=unpack)
+        except (OSError, RedisError) as exc:
+            raise QueueUnavailable(
+                f"cannot reach Redis at {settings.host}:{settings.port} ({exc}); start it, fix "
+                "LIKENESS_REDIS_URL, or unset it to run the worker in this process"
+            ) from exc
         return cls(redis, poll_delay_s=poll_delay_s)
 
     async def submit(self, spec: JobSpec, queue_name: str) -> JobHandle:

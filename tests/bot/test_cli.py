@@ -107,3 +107,23 @@ def test_generate_through_redis_and_a_separate_worker_process(
         worker.send_signal(signal.SIGTERM)
         output, _ = worker.communicate(timeout=60)
     assert worker.returncode == 0, output.decode()
+
+
+def test_bad_settings_and_unreachable_redis_are_named(tmp_path: Path) -> None:
+    bad = likeness("generate", "a portrait", env=environment(tmp_path, LIKENESS_JOB_WAIT_S="0"))
+    assert bad.returncode == 2
+    assert "LIKENESS_JOB_WAIT_S" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    down = likeness(
+        "generate", "a portrait", env=environment(tmp_path, LIKENESS_REDIS_URL="redis://127.0.0.1:1/0")
+    )
+    assert down.returncode == 2
+    assert "cannot reach Redis at 127.0.0.1:1" in down.stderr
+    assert "Traceback" not in down.stderr
+
+
+def test_models_tiny_builds_loadable_pipelines(tmp_path: Path) -> None:
+    done = likeness("models", "tiny", env=environment(tmp_path))
+    assert done.returncode == 0, done.stderr
+    for family in ("sd15", "sdxl"):
+        assert (tmp_path / "models" / f"tiny-{family}" / "model_index.json").is_file()
