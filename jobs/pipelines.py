@@ -19,10 +19,9 @@ import torch
 
 from jobs.spec import Recipe
 from jobs.tiny import ensure_tiny_pipeline
+from router.catalog import TINY_PREFIX
 
 log = logging.getLogger(__name__)
-
-TINY_PREFIX = "tiny:"
 
 # Single-file checkpoints need to be told their architecture; folders and hub ids carry model_index.json.
 _SINGLE_FILE_CLASSES = {

@@ -31,7 +31,7 @@ from jobs.spec import (
     pack,
     unpack,
 )
-from router.catalog import Catalog
+from router.catalog import TINY_PREFIX, Catalog
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class JobRunner:
         recipe = spec.recipe
         notices = (
             (TINY_NOTICE.format(profile=recipe.profile),)
-            if recipe is not None and recipe.checkpoint.startswith("tiny:")
+            if recipe is not None and recipe.checkpoint.startswith(TINY_PREFIX)
             else ()
         )
         return JobResult(
