@@ -111,7 +111,7 @@ def encode_png(image: Image.Image, spec: JobSpec, index: int) -> bytes:
     # add_text writes tEXt when the text is Latin-1 and iTXt (UTF-8) otherwise, as A1111 does; uncompressed,
     # because PIL refuses compressed text chunks over 1 MiB on read and inputs may make the JSON large.
     info.add_text(PARAMETERS_KEY, a1111_parameters(spec, index))
-    info.add_text(RECIPE_KEY, single.model_dump_json())
+    info.add_text(RECIPE_KEY, single.without_input_bytes().model_dump_json())
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()

@@ -28,6 +28,16 @@ class _Plain(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
 
 
+class Adapter(_Plain):
+    """An IP-Adapter to condition on face references, and how strongly."""
+
+    source: str = Field(description="HF repo id, local folder, or `tiny:ip-adapter`")
+    subfolder: str = ""
+    weight_name: str = ""
+    image_encoder_folder: str = ""
+    scale: float = Field(default=1.0, ge=0.0, le=2.0, description="adapter scale: --cw / 100")
+
+
 class Recipe(_Plain):
     """How to make the images: everything but the words."""
 
@@ -42,14 +52,20 @@ class Recipe(_Plain):
     seeds: tuple[int, ...] = Field(
         min_length=1, max_length=8, description="one seed per variation; variation k uses seeds[k-1]"
     )
+    adapter: Adapter | None = Field(default=None, description="IP-Adapter for identity jobs; None = plain")
 
 
 class InputImage(_Plain):
-    """An image a job needs (a reference photo, a parent variation), carried by value."""
+    """An image a job needs (a character's face crop, a parent variation), carried by value.
 
-    role: str
+    Recipes embedded in posted images keep only `sha256`, never the bytes: a reference photo must not
+    travel inside every picture made from it.
+    """
+
+    role: str = Field(description="what the image is for: `face` (identity reference)")
     media_type: str = "image/png"
-    data: bytes
+    data: bytes = b""
+    sha256: str = Field(default="", description="content hash of `data`; how a re-run finds it again")
 
 
 class JobSpec(_Plain):
@@ -85,6 +101,11 @@ class JobSpec(_Plain):
             count = len(self.recipe.seeds) if self.recipe else 0
             raise ValueError(f"variation {index} does not exist; this job has 1 to {count}")
         return self.recipe.seeds[index - 1]
+
+    def without_input_bytes(self) -> JobSpec:
+        """The spec with its inputs reduced to their hashes (what an image may carry about its sources)."""
+        inputs = tuple(item.model_copy(update={"data": b""}) for item in self.inputs)
+        return self.model_copy(update={"inputs": inputs})
 
     def single_variation(self, index: int) -> JobSpec:
         """The spec that makes variation `index` (1-based) again, pixel for pixel.

@@ -28,6 +28,20 @@ class CatalogError(ValueError):
 
 
 @dataclass(frozen=True)
+class AdapterRef:
+    """An IP-Adapter a profile conditions on character faces with (the identity workflow)."""
+
+    source: str
+    subfolder: str = ""
+    weight_name: str = ""
+    image_encoder_folder: str = ""
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.source.startswith(TINY_PREFIX)
+
+
+@dataclass(frozen=True)
 class Profile:
     """A named engine recipe: which checkpoint, how to run it, what it is good at."""
 
@@ -45,6 +59,7 @@ class Profile:
     capabilities: tuple[str, ...]
     description: str = ""
     queue: str = ""
+    ip_adapter: AdapterRef | None = None
     available: bool = False  # weights present on this host (tiny profiles: always, built on demand)
 
     @property
@@ -90,11 +105,27 @@ def weights_present(checkpoint: str) -> bool:
     return isinstance(found, str)
 
 
+def adapter_present(adapter: AdapterRef) -> bool:
+    """Whether an IP-Adapter's weights can be loaded here without a download."""
+    if adapter.is_tiny:
+        return True
+    weight = "/".join(part for part in (adapter.subfolder, adapter.weight_name) if part)
+    path = Path(adapter.source).expanduser()
+    if path.is_absolute() or adapter.source.startswith((".", "~")):
+        return (path / weight).is_file()
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub is a base dependency
+        return False
+    return isinstance(try_to_load_from_cache(adapter.source, weight), str)
+
+
 def load_catalog(
     path: Path | None = None,
     *,
     default: str | None = None,
     probe: Callable[[str], bool] = weights_present,
+    adapter_probe: Callable[[AdapterRef], bool] = adapter_present,
 ) -> Catalog:
     """Read a catalog file (the shipped one when `path` is None) and mark the profiles this host can run.
 
@@ -115,7 +146,7 @@ def load_catalog(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"{source} is not valid TOML: {exc}") from exc
-    return catalog_from_dict(data, source=source, default=default, probe=probe)
+    return catalog_from_dict(data, source=source, default=default, probe=probe, adapter_probe=adapter_probe)
 
 
 def catalog_from_dict(
@@ -124,6 +155,7 @@ def catalog_from_dict(
     source: str = "models.toml",
     default: str | None = None,
     probe: Callable[[str], bool] = weights_present,
+    adapter_probe: Callable[[AdapterRef], bool] = adapter_present,
 ) -> Catalog:
     raw_profiles = data.get("profiles")
     if not isinstance(raw_profiles, Mapping) or not raw_profiles:
@@ -131,13 +163,18 @@ def catalog_from_dict(
     profiles: dict[str, Profile] = {}
     for name, raw in raw_profiles.items():
         profile = _profile(source, name, raw)
-        profiles[profile.name] = _with_availability(profile, probe)
+        profiles[profile.name] = _with_availability(profile, probe, adapter_probe)
     chosen, reason = _choose_default(source, profiles.values(), default or str(data.get("default", "auto")))
     return Catalog(profiles=profiles, default=chosen, default_reason=reason, source=source)
 
 
-def _with_availability(profile: Profile, probe: Callable[[str], bool]) -> Profile:
-    return replace(profile, available=probe(profile.checkpoint))
+def _with_availability(
+    profile: Profile, probe: Callable[[str], bool], adapter_probe: Callable[[AdapterRef], bool]
+) -> Profile:
+    available = probe(profile.checkpoint)
+    if available and profile.ip_adapter is not None:
+        available = adapter_probe(profile.ip_adapter)
+    return replace(profile, available=available)
 
 
 def _choose_default(source: str, profiles: Iterable[Profile], wanted: str) -> tuple[str, str]:
@@ -184,6 +221,7 @@ def _profile(source: str, name: str, raw: Any) -> Profile:
         "capabilities",
         "description",
         "queue",
+        "ip_adapter",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -234,8 +272,14 @@ def _profile(source: str, name: str, raw: Any) -> Profile:
     checkpoint = raw["checkpoint"]
     if checkpoint.startswith(TINY_PREFIX) and checkpoint[len(TINY_PREFIX) :] not in ("sd15", "sdxl"):
         raise CatalogError(f"{where}: tiny checkpoints exist for sd15 and sdxl, got {checkpoint!r}")
+    adapter = _adapter(where, raw.get("ip_adapter"), family)
+    if ("identity" in capabilities) != (adapter is not None):
+        raise CatalogError(
+            f"{where}: a profile has the `identity` capability exactly when it has an `ip_adapter`"
+        )
     return Profile(
         name=name,
+        ip_adapter=adapter,
         family=family,
         checkpoint=checkpoint,
         scheduler=str(raw.get("scheduler", "EulerDiscreteScheduler")),
@@ -246,3 +290,22 @@ def _profile(source: str, name: str, raw: Any) -> Profile:
         queue=str(raw.get("queue", "")),
         **values,
     )
+
+
+def _adapter(where: str, raw: Any, family: str) -> AdapterRef | None:
+    if raw is None:
+        return None
+    fields = ("source", "subfolder", "weight_name", "image_encoder_folder")
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("source"), str) or not raw["source"]:
+        raise CatalogError(
+            f'{where}: `ip_adapter` must be a table with a `source`, e.g. {{ source = "h94/IP-Adapter" }}'
+        )
+    unknown = sorted(set(raw) - set(fields))
+    if unknown or any(not isinstance(raw.get(key, ""), str) for key in fields):
+        raise CatalogError(f"{where}: `ip_adapter` takes the strings {', '.join(fields)}")
+    if family not in ("sd15", "sdxl"):
+        raise CatalogError(f"{where}: IP-Adapter identity works with sd15 and sdxl profiles, not {family}")
+    adapter = AdapterRef(**{key: str(raw.get(key, "")) for key in fields})
+    if adapter.is_tiny and adapter.source != "tiny:ip-adapter":
+        raise CatalogError(f"{where}: the tiny adapter is `tiny:ip-adapter`, got {adapter.source!r}")
+    return adapter

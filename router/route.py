@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,14 +51,42 @@ class Route:
 FAST_STEP_FACTOR = 0.5
 
 
-def route(request: RouteRequest, catalog: Catalog) -> Route:
+def _identity_profile(catalog: Catalog, names: str) -> Profile:
+    """The identity profile: the first whose weights are here, else a tiny one, else the first listed."""
+    identity = [p for p in catalog if "identity" in p.capabilities]
+    if not identity:
+        raise RouteError(
+            f"{names}: this deployment has no identity profile, so characters cannot be drawn; "
+            "an operator adds one to models.toml (see README, Models)"
+        )
+    # With real weights on the host, prefer them; otherwise a tiny one runs anywhere.
+    default_is_tiny = catalog.default_profile.is_tiny
+    for profile in identity:
+        if profile.available and profile.is_tiny == default_is_tiny:
+            return profile
+    return next((p for p in identity if p.available), identity[0])
+
+
+def route(request: RouteRequest, catalog: Catalog, characters: Sequence[str] = ()) -> Route:
+    """Choose the profile and parameters for `request`; `characters` are the @names it uses."""
     reasons: list[str] = []
+    names = ", ".join("@" + name for name in characters)
     if request.engine:
         profile = catalog.get(request.engine)
         if profile is None:
-            names = ", ".join(p.name for p in catalog)
-            raise RouteError(f"--engine {request.engine} is not a profile here; use one of {names}")
+            listed = ", ".join(p.name for p in catalog)
+            raise RouteError(f"--engine {request.engine} is not a profile here; use one of {listed}")
+        if characters and "identity" not in profile.capabilities:
+            identity = ", ".join(p.name for p in catalog if "identity" in p.capabilities) or "none configured"
+            raise RouteError(
+                f"--engine {profile.name} cannot keep a character's face ({names}); drop --engine or use an "
+                f"identity profile: {identity}"
+            )
         reasons.append(f"--engine {profile.name} was asked for")
+    elif characters:
+        profile = _identity_profile(catalog, names)
+        verb = "is a character" if len(characters) == 1 else "are characters"
+        reasons.append(f"identity: {names} {verb} → {profile.name}")
     else:
         profile = catalog.default_profile
         reasons.append(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from router.catalog import CatalogError, catalog_from_dict, load_catalog
+from router.catalog import AdapterRef, CatalogError, catalog_from_dict, load_catalog
 
 
 def test_shipped_catalog_has_real_and_tiny_profiles() -> None:
@@ -75,3 +75,23 @@ def test_unreadable_files_are_named(tmp_path: Path) -> None:
     empty.write_text("default = 'auto'\n")
     with pytest.raises(CatalogError, match="defines no profiles"):
         load_catalog(empty)
+
+
+def test_identity_needs_an_adapter_and_the_adapter_is_checked() -> None:
+    base = {"family": "sdxl", "checkpoint": "x"}
+    with pytest.raises(CatalogError, match="`identity` capability exactly when it has an `ip_adapter`"):
+        catalog_from_dict({"profiles": {"p": {**base, "capabilities": ["identity"]}}}, probe=lambda c: False)
+    with pytest.raises(CatalogError, match="`ip_adapter` must be a table with a `source`"):
+        catalog_from_dict(
+            {"profiles": {"p": {**base, "capabilities": ["identity"], "ip_adapter": "h94"}}},
+            probe=lambda c: False,
+        )
+    adapter = {"source": "h94/IP-Adapter", "subfolder": "sdxl_models", "weight_name": "w.safetensors"}
+    raw = {"profiles": {"p": {**base, "capabilities": ["identity"], "ip_adapter": adapter}}}
+    with_adapter = catalog_from_dict(raw, probe=lambda c: True, adapter_probe=lambda a: True)
+    assert with_adapter.profiles["p"].available
+    assert with_adapter.profiles["p"].ip_adapter == AdapterRef(
+        "h94/IP-Adapter", "sdxl_models", "w.safetensors"
+    )
+    without = catalog_from_dict(raw, probe=lambda c: True, adapter_probe=lambda a: False)
+    assert not without.profiles["p"].available

@@ -72,3 +72,28 @@ def test_sizes_are_multiples_of_64_near_the_class_area(aspect: str, resolution: 
 def test_unsupported_ratio_is_named() -> None:
     with pytest.raises(ValueError, match="7:3 is not supported; use one of 1:1"):
         size_for("7:3", "sdxl")
+
+
+def test_characters_go_to_the_identity_workflow(tiny_catalog: Catalog) -> None:
+    chosen = route(Request(aspect="2:3"), tiny_catalog, characters=("mara",))
+    assert chosen.profile.name == "tiny-identity-xl"
+    assert chosen.profile.ip_adapter is not None
+    assert chosen.reasons[0] == "identity: @mara is a character → tiny-identity-xl"
+    two = route(Request(), tiny_catalog, characters=("mara", "jon"))
+    assert two.reasons[0] == "identity: @mara, @jon are characters → tiny-identity-xl"
+
+
+def test_an_engine_that_cannot_keep_a_face_is_refused_with_the_alternatives(tiny_catalog: Catalog) -> None:
+    with pytest.raises(
+        RouteError, match=r"--engine tiny-xl cannot keep a character's face .@mara.*identity-xl"
+    ):
+        route(Request(engine="tiny-xl"), tiny_catalog, characters=("mara",))
+    chosen = route(Request(engine="identity-xl"), tiny_catalog, characters=("mara",))
+    assert chosen.profile.name == "identity-xl"
+
+
+def test_real_identity_weights_win_when_the_host_has_them() -> None:
+    from router.catalog import load_catalog
+
+    catalog = load_catalog(probe=lambda checkpoint: True, adapter_probe=lambda adapter: True)
+    assert route(Request(), catalog, characters=("mara",)).profile.name == "identity-xl"
