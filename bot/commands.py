@@ -45,6 +45,7 @@ class PortraitRequest:
     steps: int | None = None
     cfg: float | None = None
     engine: str | None = None
+    character_weight: int | None = None  # --cw 0..100: how strongly @characters keep their face
     fast: bool = False
     mentions: tuple[str, ...] = ()
 
@@ -64,6 +65,7 @@ _EXAMPLES: dict[str, str] = {
     "steps": "30",
     "cfg": "6.5",
     "engine": "photoreal-xl",
+    "cw": "80",
     "fast": "",
     "clothing": "charcoal wool coat",
     "environment": "rain-soaked neon alley",
@@ -153,6 +155,7 @@ def parse_portrait(text: str) -> PortraitRequest:
         steps=_whole(given["steps"], 1, MAX_STEPS) if "steps" in given else None,
         cfg=_decimal(given["cfg"], 0.0, MAX_CFG) if "cfg" in given else None,
         engine=_engine(given["engine"]) if "engine" in given else None,
+        character_weight=_whole(given["cw"], 0, 100) if "cw" in given else None,
         fast="fast" in given,
         mentions=_mentions(described),
     )

@@ -278,9 +278,15 @@ def test_bad_engine_names(value: str) -> None:
 
 def test_unknown_flag_lists_the_known_ones() -> None:
     assert _error("x --foo bar") == (
-        "unknown flag --foo; known flags: --ar, --seed, --no, --n, --steps, --cfg, --engine, --fast, "
+        "unknown flag --foo; known flags: --ar, --seed, --no, --n, --steps, --cfg, --engine, --cw, --fast, "
         "--clothing, --environment, --lighting, --camera, --skin."
     )
+
+
+def test_character_weight() -> None:
+    assert parse_portrait("@mara at dusk --cw 40").character_weight == 40
+    assert parse_portrait("@mara at dusk").character_weight is None
+    assert _error("@mara --cw 101") == "--cw 101 is out of range; use 0 to 100."
 
 
 def test_unknown_flag_suggests_a_close_one() -> None:
