@@ -10,16 +10,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.character_desk import CharacterDesk, CharacterRefused
 from bot.commands import PortraitRequest, parse_portrait
-from bot.errors import BadFlag, JobFailed, JobTimedOut, UnknownProfile
+from bot.errors import BadFlag, BadPrompt, JobFailed, JobTimedOut, UnknownProfile
 from bot.ledger import Ledger
+from characters.mentions import resolve_mentions
+from characters.store import Character, CharacterError
 from jobs.queue import JobHandle, Queue
-from jobs.spec import JobResult, JobSpec, Recipe, new_id
+from jobs.spec import Adapter, InputImage, JobResult, JobSpec, Recipe, new_id
 from router.catalog import QUEUE_PREFIX, Catalog
 from router.route import Route, RouteError, route
 
@@ -65,15 +68,38 @@ class Finished:
     notices: tuple[str, ...]
 
 
-def plan_portrait(text: str, catalog: Catalog) -> tuple[PortraitRequest, Route]:
-    """Parse and route without side effects (what `/route` shows). Raises UserError for bad input."""
+def plan_portrait(
+    text: str, catalog: Catalog, characters: Sequence[str] | None = None
+) -> tuple[PortraitRequest, Route]:
+    """Parse and route without side effects (what `/route` shows). Raises UserError for bad input.
+
+    `characters` are the resolved @names; None takes every @name in the text as a known character.
+    """
     request = parse_portrait(text)
+    return request, _route(request, catalog, request.mentions if characters is None else characters)
+
+
+def _route(request: PortraitRequest, catalog: Catalog, characters: Sequence[str]) -> Route:
     try:
-        chosen = route(request, catalog)
+        return route(request, catalog, characters=characters)
     except RouteError as exc:
         error = UnknownProfile if request.engine and catalog.get(request.engine) is None else BadFlag
         raise error(str(exc)) from exc
-    return request, chosen
+
+
+def _adapter(chosen: Route, request: PortraitRequest, cast: Sequence[Character]) -> Adapter | None:
+    """The identity adapter for a request with characters: --cw, else the weakest character default."""
+    reference = chosen.profile.ip_adapter
+    if not cast or reference is None:
+        return None
+    weight = request.character_weight if request.character_weight is not None else min(c.weight for c in cast)
+    return Adapter(
+        source=reference.source,
+        subfolder=reference.subfolder,
+        weight_name=reference.weight_name,
+        image_encoder_folder=reference.image_encoder_folder,
+        scale=weight / 100,
+    )
 
 
 def random_seed() -> int:
@@ -90,7 +116,9 @@ class Studio:
         generations_dir: Path,
         job_wait_s: float = 1800,
         seed_source: Callable[[], int] = random_seed,
+        characters: CharacterDesk | None = None,
     ) -> None:
+        self.characters = characters
         self.ledger = ledger
         self.catalog = catalog
         self.queue = queue
@@ -103,7 +131,9 @@ class Studio:
 
     async def portrait(self, origin: Origin, text: str) -> Submission:
         """Record a /portrait request in the ledger, then enqueue it. Raises UserError for bad input."""
-        request, chosen = self.plan(text)
+        request = parse_portrait(text)
+        prompt, cast = await self._cast(origin, request)
+        chosen = _route(request, self.catalog, [c.name for c in cast])
         generation_id = new_id("g")
         seed = request.seed if request.seed is not None else self._seed_source()
         params = chosen.params
@@ -117,15 +147,39 @@ class Studio:
             width=params.width,
             height=params.height,
             seeds=tuple((seed + i) % SEED_LIMIT for i in range(request.count)),
+            adapter=_adapter(chosen, request, cast),
         )
+        faces = await self.characters.faces(cast) if self.characters and cast else []
         spec = JobSpec(
-            generation_id=generation_id, prompt=request.prompt, negative=request.negative, recipe=recipe
+            generation_id=generation_id,
+            prompt=prompt,
+            negative=request.negative,
+            recipe=recipe,
+            inputs=tuple(
+                InputImage(role="face", media_type="image/jpeg", data=data, sha256=sha) for sha, data in faces
+            ),
         )
         reasons = "; ".join(chosen.reasons)
         text_caption = f"{request.prompt} · seed {seed} · {chosen.profile.name} ({reasons})"
-        return await self._submit(
+        submission = await self._submit(
             origin, spec, dataclasses.asdict(request), route_record(chosen), chosen.queue, text_caption
         )
+        if self.characters and cast:
+            await self.characters.store.record_use([c.id for c in cast])
+        return submission
+
+    async def _cast(self, origin: Origin, request: PortraitRequest) -> tuple[str, tuple[Character, ...]]:
+        """The prompt with its @mentions resolved to this server's characters, and those characters."""
+        if not request.mentions:
+            return request.prompt, ()
+        if self.characters is None:
+            raise BadPrompt("characters are not set up on this deployment; remove the @names from the prompt")
+        available = await self.characters.store.list(origin.platform, origin.server_id)
+        try:
+            resolved = resolve_mentions(request.prompt, available)
+        except CharacterError as exc:
+            raise CharacterRefused(str(exc)) from exc
+        return resolved.prompt, resolved.characters
 
     async def rerun(self, origin: Origin, old: JobSpec) -> Submission:
         """A new generation from a recorded spec (e.g. the recipe embedded in a PNG): same pixels."""
