@@ -6,33 +6,39 @@ The worker side (torch) is imported only inside the commands that run one.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
 import shutil
-from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
-from redis.exceptions import RedisError
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from bot.cli_characters import characters_app
+from bot.cli_common import (
+    LOCAL_SERVER,
+    catalog_for,
+    character_desk,
+    cli_origin,
+    console,
+    errors,
+    fail,
+    load_settings,
+    log_to_stderr,
+    run,
+)
 from bot.errors import UserError
 from bot.ledger import Ledger
 from bot.settings import BotSettings
 from bot.studio import Finished, Origin, Studio, Submission, plan_portrait
-from jobs.queue import ArqQueue, LocalQueue, Queue, QueueUnavailable
-from jobs.settings import SharedSettings
+from jobs.queue import ArqQueue, LocalQueue, Queue
 from jobs.spec import JobSpec, ProgressEvent
-from router.catalog import Catalog, CatalogError, load_catalog
+from router.catalog import Catalog
 
 app = typer.Typer(
     name="likeness",
@@ -45,60 +51,11 @@ models_app = typer.Typer(
     help="The model catalog: profiles, weights, the tiny test models.", no_args_is_help=True
 )
 app.add_typer(models_app, name="models")
-
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
-T = TypeVar("T")
-
-CLI_ORIGIN = Origin(platform="cli", server_id="local", channel_id="terminal", user_id="local")
+app.add_typer(characters_app, name="characters")
 
 
 def main() -> None:
     app()
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        return asyncio.run(coro)
-    except (UserError, CatalogError, QueueUnavailable, ValueError) as exc:
-        _fail(str(exc))
-    except (ConnectionError, RedisError) as exc:
-        _fail(f"cannot reach Redis ({exc}); check LIKENESS_REDIS_URL and that Redis is running")
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-
-
-def _fail(message: str) -> NoReturn:
-    errors.print(Text.assemble(("error: ", "red"), message))  # user text is never read as markup
-    raise typer.Exit(2)
-
-
-S = TypeVar("S", bound=SharedSettings)
-
-
-def _settings(kind: type[S], **overrides: Any) -> S:
-    """Settings from the environment; a bad value names its variable and what is allowed."""
-    try:
-        return kind(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"LIKENESS_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
-            for error in exc.errors()
-        )
-        _fail(f"bad setting: {problems}")
-
-
-def _logging(level: int) -> None:
-    logging.basicConfig(
-        level=level, format="%(message)s", handlers=[RichHandler(console=errors, show_path=False)]
-    )
-
-
-def _catalog(settings: SharedSettings) -> Catalog:
-    try:
-        return load_catalog(settings.models_file, default=settings.default_profile)
-    except CatalogError as exc:
-        _fail(str(exc))
 
 
 async def _queue(stack: AsyncExitStack, settings: BotSettings, catalog: Catalog) -> Queue:
@@ -121,7 +78,7 @@ async def _queue(stack: AsyncExitStack, settings: BotSettings, catalog: Catalog)
 
 
 async def _studio(stack: AsyncExitStack, settings: BotSettings) -> Studio:
-    catalog = _catalog(settings)
+    catalog = catalog_for(settings)
     ledger = Ledger(settings.ledger_path)
     await ledger.open()
     queue = await _queue(stack, settings, catalog)
@@ -131,6 +88,7 @@ async def _studio(stack: AsyncExitStack, settings: BotSettings) -> Studio:
         queue=queue,
         generations_dir=settings.generations_dir,
         job_wait_s=settings.job_wait_s,
+        characters=await character_desk(settings),
     )
 
 
@@ -140,21 +98,23 @@ def generate(
         str, typer.Argument(help='The /portrait text with its flags, e.g. "a fisherman --ar 2:3"')
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNGs and the grid.")] = Path("out"),
+    server: Annotated[str, typer.Option(help="Whose @characters the prompt may use.")] = LOCAL_SERVER,
 ) -> None:
     """Make a portrait on this machine (or through Redis when LIKENESS_REDIS_URL is set)."""
-    _logging(logging.WARNING)
-    settings = _settings(BotSettings)
-    finished = _run(_generate(settings, prompt, out))
+    log_to_stderr(logging.WARNING)
+    settings = load_settings(BotSettings)
+    finished = run(_generate(settings, prompt, out, cli_origin(server)))
     _print_finished(finished, out)
 
 
-async def _generate(settings: BotSettings, text: str, out: Path) -> Finished:
+async def _generate(settings: BotSettings, text: str, out: Path, origin: Origin) -> Finished:
     async with AsyncExitStack() as stack:
         studio = await _studio(stack, settings)
-        _request, chosen = studio.plan(text)
-        submission = await studio.portrait(CLI_ORIGIN, text)
+        submission = await studio.portrait(origin, text)
         console.print(
-            f"[bold]{submission.generation_id}[/bold] → {chosen.profile.name}: {'; '.join(chosen.reasons)}"
+            Text.assemble(
+                (submission.generation_id, "bold"), f" → {submission.profile}: ", submission.reasons
+            )
         )
         await _follow(submission)
         finished = await studio.finish(submission)
@@ -216,24 +176,24 @@ def rerun(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the new PNG.")] = Path("out"),
 ) -> None:
     """Make an image again from the recipe embedded in it: same seed, same model, same pixels."""
-    _logging(logging.WARNING)
+    log_to_stderr(logging.WARNING)
     from jobs.media import read_recipe
 
-    settings = _settings(BotSettings)
+    settings = load_settings(BotSettings)
     if not image.is_file():
-        _fail(f"{image} is not a file; pass the path of a PNG that Likeness made")
+        fail(f"{image} is not a file; pass the path of a PNG that Likeness made")
     try:
         old = read_recipe(image)
     except ValueError as exc:
-        _fail(f"{image}: {exc}")
-    finished = _run(_rerun(settings, old, out))
+        fail(f"{image}: {exc}")
+    finished = run(_rerun(settings, old, out))
     _print_finished(finished, out)
 
 
 async def _rerun(settings: BotSettings, old: JobSpec, out: Path) -> Finished:
     async with AsyncExitStack() as stack:
         studio = await _studio(stack, settings)
-        submission = await studio.rerun(CLI_ORIGIN, old)
+        submission = await studio.rerun(cli_origin(LOCAL_SERVER), old)
         await _follow(submission)
         finished = await studio.finish(submission)
         _copy_out(finished, out)
@@ -247,11 +207,11 @@ def route(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: intent, profile, reasons.")] = False,
 ) -> None:
     """Where a prompt would go, and why. Nothing is generated."""
-    settings = _settings(BotSettings)
+    settings = load_settings(BotSettings)
     try:
-        request, chosen = plan_portrait(prompt, _catalog(settings))
+        request, chosen = plan_portrait(prompt, catalog_for(settings))
     except UserError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         payload = {
             "intent": None,
@@ -284,20 +244,20 @@ def worker(
     from jobs.settings import WorkerSettings
     from jobs.worker import serve
 
-    _logging(logging.INFO)
+    log_to_stderr(logging.INFO)
     overrides: dict[str, Any] = {}
     if redis:
         overrides["redis_url"] = redis
     if profiles:
         overrides["profiles"] = profiles
-    settings = _settings(WorkerSettings, **overrides)
-    _run(serve(settings, _catalog(settings), burst=burst))
+    settings = load_settings(WorkerSettings, **overrides)
+    run(serve(settings, catalog_for(settings), burst=burst))
 
 
 @models_app.command("list")
 def models_list() -> None:
     """The profiles, whether their weights are on this machine, and which one is the default."""
-    catalog = _catalog(_settings(BotSettings))
+    catalog = catalog_for(load_settings(BotSettings))
     table = Table(title=f"profiles ({catalog.source})")
     for column in ("profile", "family", "checkpoint", "weights", "capabilities", "queue"):
         table.add_column(column)
@@ -323,7 +283,7 @@ def models_tiny() -> None:
     """Build the tiny random-weight pipelines under the data dir (they load like any checkpoint)."""
     from jobs.tiny import TINY_FAMILIES, ensure_tiny_pipeline
 
-    settings = _settings(BotSettings)
+    settings = load_settings(BotSettings)
     for family in TINY_FAMILIES:
         path = ensure_tiny_pipeline(family, settings.data_dir / "models")
         console.print(f"tiny {family}: {path}")

@@ -23,3 +23,11 @@ class BotSettings(SharedSettings):
     @property
     def generations_dir(self) -> Path:
         return self.data_dir / "generations"
+
+    @property
+    def characters_path(self) -> Path:
+        return self.data_dir / "characters.sqlite3"
+
+    @property
+    def character_images_dir(self) -> Path:
+        return self.data_dir / "characters"

@@ -50,6 +50,7 @@ class Submission:
     handle: JobHandle
     caption: str
     queue: str
+    reasons: str = ""
 
     @property
     def profile(self) -> str:
@@ -162,11 +163,34 @@ class Studio:
         reasons = "; ".join(chosen.reasons)
         text_caption = f"{request.prompt} · seed {seed} · {chosen.profile.name} ({reasons})"
         submission = await self._submit(
-            origin, spec, dataclasses.asdict(request), route_record(chosen), chosen.queue, text_caption
+            origin,
+            spec,
+            dataclasses.asdict(request),
+            route_record(chosen),
+            chosen.queue,
+            text_caption,
+            reasons,
         )
         if self.characters and cast:
             await self.characters.store.record_use([c.id for c in cast])
         return submission
+
+    def _refill(self, inputs: tuple[InputImage, ...]) -> tuple[InputImage, ...]:
+        """Inputs that travelled as hashes get their bytes back from the character image store."""
+        filled = []
+        for item in inputs:
+            if not item.data:
+                try:
+                    if self.characters is None:
+                        raise KeyError(item.sha256)
+                    item = item.model_copy(update={"data": self.characters.images.get(item.sha256)})
+                except (KeyError, ValueError):
+                    raise BadFlag(
+                        "this image was made with a character photo that is no longer on this deployment, "
+                        "so it cannot be made again"
+                    ) from None
+            filled.append(item)
+        return tuple(filled)
 
     async def _cast(self, origin: Origin, request: PortraitRequest) -> tuple[str, tuple[Character, ...]]:
         """The prompt with its @mentions resolved to this server's characters, and those characters."""
@@ -187,13 +211,15 @@ class Studio:
             raise BadFlag("this recipe has no image settings to re-run")
         profile = self.catalog.get(old.recipe.profile)
         queue = profile.queue_name if profile else QUEUE_PREFIX + old.recipe.profile
-        spec = old.model_copy(update={"generation_id": new_id("g"), "job_id": new_id("j")})
+        spec = old.model_copy(
+            update={"generation_id": new_id("g"), "job_id": new_id("j"), "inputs": self._refill(old.inputs)}
+        )
         reasons = [f"re-run of {old.generation_id}"]
         seeds = ", ".join(str(spec.seed_of(index)) for index in spec.kept)
         text_caption = f"{spec.prompt} · seed {seeds} · {old.recipe.profile} ({reasons[0]})"
         route_info = {"profile": old.recipe.profile, "queue": queue, "reasons": reasons}
         return await self._submit(
-            origin, spec, {"rerun_of": old.generation_id}, route_info, queue, text_caption
+            origin, spec, {"rerun_of": old.generation_id}, route_info, queue, text_caption, reasons[0]
         )
 
     async def _submit(
@@ -204,6 +230,7 @@ class Studio:
         route_info: dict[str, Any],
         queue: str,
         text_caption: str,
+        reasons: str,
     ) -> Submission:
         # The ledger first: if enqueueing fails or the process dies, the generation is still on record.
         await self.ledger.record(
@@ -220,7 +247,7 @@ class Studio:
         )
         handle = await self.queue.submit(spec, queue)
         await self.ledger.set_status(spec.generation_id, "queued")
-        return Submission(spec.generation_id, spec, handle, text_caption, queue)
+        return Submission(spec.generation_id, spec, handle, text_caption, queue, reasons)
 
     async def finish(self, submission: Submission) -> Finished:
         """Wait for the job, keep its files under the data dir, and mark the generation finished."""

@@ -1,0 +1,87 @@
+"""What every `likeness` subcommand shares: the consoles, settings, the catalog, one way to fail."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.text import Text
+
+from bot.character_desk import CharacterDesk
+from bot.errors import UserError
+from bot.settings import BotSettings
+from bot.studio import Origin
+from characters.images import ImageStore
+from characters.store import CharacterStore
+from jobs.queue import QueueUnavailable
+from jobs.settings import SharedSettings
+from router.catalog import Catalog, CatalogError, load_catalog
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except (UserError, CatalogError, QueueUnavailable, ValueError) as exc:
+        fail(str(exc))
+    except (ConnectionError, RedisError) as exc:
+        fail(f"cannot reach Redis ({exc}); check LIKENESS_REDIS_URL and that Redis is running")
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def fail(message: str) -> NoReturn:
+    errors.print(Text.assemble(("error: ", "red"), message))  # user text is never read as markup
+    raise typer.Exit(2)
+
+
+S = TypeVar("S", bound=SharedSettings)
+
+
+def load_settings(kind: type[S], **overrides: Any) -> S:
+    """Settings from the environment; a bad value names its variable and what is allowed."""
+    try:
+        return kind(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"LIKENESS_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        fail(f"bad setting: {problems}")
+
+
+def log_to_stderr(level: int) -> None:
+    logging.basicConfig(
+        level=level, format="%(message)s", handlers=[RichHandler(console=errors, show_path=False)]
+    )
+
+
+def catalog_for(settings: SharedSettings) -> Catalog:
+    try:
+        return load_catalog(settings.models_file, default=settings.default_profile)
+    except CatalogError as exc:
+        fail(str(exc))
+
+
+LOCAL_SERVER = "local"
+
+
+def cli_origin(server: str) -> Origin:
+    """The terminal as a chat: platform `cli`, the given server, one local user."""
+    return Origin(platform="cli", server_id=server, channel_id="terminal", user_id="local")
+
+
+async def character_desk(settings: BotSettings) -> CharacterDesk:
+    store = CharacterStore(settings.characters_path)
+    await store.open()
+    return CharacterDesk(store, ImageStore(settings.character_images_dir))
