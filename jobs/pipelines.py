@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,11 @@ def quiet_libraries() -> None:
     disable_progress_bars()
 
 
-class WeightsMissing(RuntimeError):
+class CannotRun(RuntimeError):
+    """This worker cannot run the job as asked; the message, fit for the user, says why."""
+
+
+class WeightsMissing(CannotRun):
     """The checkpoint is not on this worker; the message says how to get it there."""
 
 
@@ -181,8 +185,11 @@ def txt2img(
     negative: str,
     recipe: Recipe,
     on_step: Callable[[int, int], None],
+    extra: Mapping[str, Any] | None = None,
 ) -> list[Any]:
     """All variations of one request as ONE batched call, one generator per seed.
+
+    `extra` adds pipeline-call arguments (identity conditioning: see jobs/identity.py).
 
     Generators live on the CPU so a seed gives the same starting noise on any device, and variation k
     can be reproduced alone from seeds[k-1].
@@ -208,6 +215,7 @@ def txt2img(
     }
     if negative:
         call["negative_prompt"] = negative
+    call.update(extra or {})
     with torch.inference_mode():
         output = pipeline(**call)
     return list(output.images)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import signal
 import time
@@ -17,7 +18,16 @@ from typing import Any, Literal, Protocol
 
 from arq.constants import result_key_prefix
 
-from jobs.pipelines import Device, PipelineCache, WeightsMissing, quiet_libraries, txt2img
+from jobs.identity import (
+    AdapterSource,
+    AdapterWeightsMissing,
+    attach_ip_adapter,
+    ensure_tiny_ip_adapter,
+    identity_kwargs,
+    no_identity_kwargs,
+    tiny_adapter_source,
+)
+from jobs.pipelines import CannotRun, Device, PipelineCache, WeightsMissing, quiet_libraries, txt2img
 from jobs.queue import ARQ_FUNCTION, EventPublisher, arq_redis_settings, publish_event
 from jobs.settings import WorkerSettings
 from jobs.spec import (
@@ -85,7 +95,7 @@ class JobRunner:
                 images, timings = await asyncio.to_thread(self._generate, spec, spec.recipe, from_thread)
             progress(ProgressEvent(job_id=spec.job_id, state="encoding"))
             return await asyncio.to_thread(self._encode, spec, images, timings)
-        except WeightsMissing as exc:
+        except CannotRun as exc:
             return self._failed(spec, str(exc))
         except Exception:
             error_id = new_id("e")
@@ -111,13 +121,46 @@ class JobRunner:
             progress(ProgressEvent(job_id=spec.job_id, state="loading", message=recipe.checkpoint))
         pipeline, timings["load"] = self.cache.get(recipe.checkpoint, recipe.family, memory)
 
+        extra = self._identity(pipeline, spec, recipe)
+
         def on_step(step: int, total: int) -> None:
             progress(ProgressEvent(job_id=spec.job_id, state="step", step=step, total=total))
 
         started = time.perf_counter()
-        images = txt2img(pipeline, spec.prompt, spec.negative, recipe, on_step)
+        images = txt2img(pipeline, spec.prompt, spec.negative, recipe, on_step, extra)
         timings["run"] = time.perf_counter() - started
         return images, timings
+
+    def _identity(self, pipeline: Any, spec: JobSpec, recipe: Recipe) -> dict[str, Any]:
+        """Pipeline-call arguments for the job's reference faces, or for none.
+
+        A resident pipeline serves jobs with and without faces: once an adapter is attached, a job
+        without faces passes zero embeddings at scale 0, which gives exactly the pixels of a pipeline
+        that never had the adapter.
+        """
+        faces = [_decode_face(item.data) for item in spec.inputs if item.role == "face"]
+        batch = len(recipe.seeds)
+        if not faces:
+            return no_identity_kwargs(pipeline, batch)
+        if recipe.adapter is None:
+            raise CannotRun(f"{recipe.profile} has no identity adapter, so it cannot draw characters")
+        adapter = recipe.adapter
+        if adapter.source.startswith(TINY_PREFIX):
+            source = tiny_adapter_source(ensure_tiny_ip_adapter(self.settings.models_dir))
+        else:
+            source = AdapterSource(
+                repo=adapter.source,
+                subfolder=adapter.subfolder,
+                weight_name=adapter.weight_name,
+                image_encoder_folder=adapter.image_encoder_folder,
+            )
+        try:
+            attach_ip_adapter(pipeline, source)
+        except AdapterWeightsMissing as exc:
+            raise WeightsMissing(str(exc)) from exc
+        except ValueError as exc:
+            raise CannotRun(f"{recipe.profile}: {exc}") from exc
+        return identity_kwargs(pipeline, faces, adapter.scale, batch)
 
     def _encode(self, spec: JobSpec, images: list[Any], timings: dict[str, float]) -> JobResult:
         from jobs.media import contact_grid, encode_png, png_bytes
@@ -152,6 +195,13 @@ class JobRunner:
             timings=timings,
             notices=notices,
         )
+
+
+def _decode_face(data: bytes) -> Any:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
 
 
 async def run_job(ctx: dict[str, Any], spec_data: dict[str, Any]) -> dict[str, Any]:

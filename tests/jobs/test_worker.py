@@ -13,7 +13,7 @@ from PIL import Image
 from jobs.media import read_parameters, read_recipe
 from jobs.queue import ArqQueue
 from jobs.settings import WorkerSettings
-from jobs.spec import JobResult, JobSpec, ProgressEvent, Recipe
+from jobs.spec import Adapter, InputImage, JobResult, JobSpec, ProgressEvent, Recipe
 from jobs.worker import JobRunner, run_job
 from router.catalog import Catalog
 from tests.arq_support import running_worker
@@ -150,3 +150,50 @@ async def test_arq_end_to_end_on_redis(runner: JobRunner, redis_url: str) -> Non
     assert events[-1].state == "finished"
     for remote_image, local_image in zip(result.images, local.images, strict=True):
         assert np.array_equal(pixels(remote_image.png), pixels(local_image.png))
+
+
+def face_jpeg() -> bytes:
+    from skimage import data
+
+    buffer = io.BytesIO()
+    Image.fromarray(data.astronaut()[0:256, 96:352]).resize((128, 128)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def identity_spec(
+    seeds: tuple[int, ...], *, faces: int = 1, scale: float = 1.0, adapter: bool = True
+) -> JobSpec:
+    plain = tiny_spec(seeds, profile="tiny-identity-xl")
+    assert plain.recipe is not None
+    recipe = plain.recipe.model_copy(
+        update={"adapter": Adapter(source="tiny:ip-adapter", scale=scale) if adapter else None}
+    )
+    inputs = tuple(InputImage(role="face", media_type="image/jpeg", data=face_jpeg()) for _ in range(faces))
+    return plain.model_copy(update={"recipe": recipe, "inputs": inputs})
+
+
+async def test_identity_jobs_and_plain_jobs_share_one_resident_pipeline(runner: JobRunner) -> None:
+    plain_before, _ = await run(runner, tiny_spec((21, 22)))
+    with_face, _ = await run(runner, identity_spec((21, 22)))
+    plain_after, _ = await run(runner, tiny_spec((21, 22)))
+    assert runner.cache.loads == {"tiny:sdxl": 1}
+    assert not np.array_equal(pixels(with_face.images[0].png), pixels(plain_before.images[0].png))
+    # With the adapter attached, a job without faces is bit-identical to one on a pipeline without it.
+    for before, after in zip(plain_before.images, plain_after.images, strict=True):
+        assert np.array_equal(pixels(before.png), pixels(after.png))
+    again, _ = await run(runner, identity_spec((21, 22)))
+    assert np.array_equal(pixels(with_face.images[1].png), pixels(again.images[1].png))
+    two, _ = await run(runner, identity_spec((21,), faces=2))
+    assert two.ok
+
+
+async def test_identity_scale_zero_is_no_identity(runner: JobRunner) -> None:
+    plain, _ = await run(runner, tiny_spec((31,)))
+    zero, _ = await run(runner, identity_spec((31,), scale=0.0))
+    assert np.array_equal(pixels(plain.images[0].png), pixels(zero.images[0].png))
+
+
+async def test_faces_without_an_adapter_fail_with_a_reason(runner: JobRunner) -> None:
+    result = await runner.run(identity_spec((1,), adapter=False), lambda event: None)
+    assert not result.ok
+    assert result.error == "tiny-identity-xl has no identity adapter, so it cannot draw characters"
