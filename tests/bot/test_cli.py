@@ -127,3 +127,53 @@ def test_models_tiny_builds_loadable_pipelines(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     for family in ("sd15", "sdxl"):
         assert (tmp_path / "models" / f"tiny-{family}" / "model_index.json").is_file()
+
+
+def test_characters_from_the_command_line(shared_data_dir: Path, tmp_path: Path) -> None:
+    from skimage import data
+
+    from jobs.identity import ensure_tiny_ip_adapter
+
+    ensure_tiny_ip_adapter(shared_data_dir / "models")  # and the tiny SDXL it is made for
+    data_dir = tmp_path / "data"
+    (data_dir / "models").mkdir(parents=True)
+    for built in ("tiny-sdxl", "tiny-ip-adapter"):  # reuse the session's tiny models
+        (data_dir / "models" / built).symlink_to(shared_data_dir / "models" / built)
+    env = environment(data_dir)
+    photo = tmp_path / "astronaut.jpg"
+    Image.fromarray(data.astronaut()).save(photo)
+    made = likeness(
+        "characters", "create", "mara", str(photo), "--server", "guild1", "--description", "an astronaut",
+        "--consent", env=env,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "created @mara" in made.stdout
+    out = tmp_path / "out"
+    done = likeness(
+        "generate", "@mara at golden hour --seed 3 --n 2", "--server", "guild1", "--out", str(out), env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "identity: @mara is a character → tiny-identity-xl" in done.stdout
+    second = sorted(out.glob("g_*_2.png"))[0]
+    recipe = read_recipe(second)
+    assert [item.role for item in recipe.inputs] == ["face"]
+    assert recipe.inputs[0].data == b""  # the photo never travels inside the image
+    again = likeness("rerun", str(second), "--out", str(tmp_path / "again"), env=env)
+    assert again.returncode == 0, again.stderr
+    (copy,) = (tmp_path / "again").glob("g_*_2.png")
+    assert np.array_equal(pixels(copy), pixels(second))
+
+    elsewhere = likeness("generate", "@mara at dusk", "--server", "guild2", env=env)
+    assert elsewhere.returncode == 2
+    assert "no character @mara here" in elsewhere.stderr or "no characters yet" in elsewhere.stderr
+    card = tmp_path / "mara.png"
+    assert likeness("characters", "export", "mara", str(card), "--server", "guild1", env=env).returncode == 0
+    imported = likeness("characters", "import", str(card), "--server", "guild2", env=env)
+    assert imported.returncode == 0, imported.stderr
+    listed = likeness("characters", "list", "--server", "guild2", env=env)
+    assert "@mara" in listed.stdout
+    cat = tmp_path / "cat.jpg"
+    Image.fromarray(data.chelsea()).save(cat)
+    refused = likeness("characters", "create", "tom", str(cat), "--consent", env=env)
+    assert refused.returncode == 2
+    assert "couldn't find a face" in refused.stderr
