@@ -75,6 +75,23 @@ class CharacterDesk:
                 await self._forget([reference, crop])
                 raise
 
+    async def replace_photo(self, actor: Actor, name: str, photo: bytes) -> Character:
+        """Give a character a new reference photo (owner or manager); the old one goes if nothing uses it."""
+        with _as_user_errors():
+            prepared = await asyncio.to_thread(prepare_reference, photo)
+            reference = self.images.put(prepared.original, prepared.original_format)
+            crop = self.images.put(prepared.crop_jpeg, "jpg")
+            try:
+                character, unused = await self.store.replace_reference(
+                    actor.platform, actor.server_id, name, reference_sha=reference, crop_sha=crop,
+                    actor_id=actor.user_id, actor_is_manager=actor.is_manager,
+                )  # fmt: skip
+            except BaseException:
+                await self._forget([reference, crop])
+                raise
+        await self._forget(unused)
+        return character
+
     async def list(self, actor: Actor) -> builtins.list[Character]:
         return await self.store.list(actor.platform, actor.server_id)
 
@@ -134,7 +151,7 @@ class CharacterDesk:
                 return await self.store.create(
                     platform=actor.platform, server_id=actor.server_id, name=name or card.name,
                     owner_id=actor.user_id, reference_sha=crop, crop_sha=crop, description=card.description,
-                    weight=card.weight, consent=card.consent,
+                    weight=card.weight, consent=card.consent, origin_label=f"card from {card.creator}",
                 )  # fmt: skip
             except BaseException:
                 await self._forget([crop])

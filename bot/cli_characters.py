@@ -107,6 +107,18 @@ def rename(name: str, new_name: str, server: Server = LOCAL_SERVER) -> None:
     console.print(f"renamed @{name} to @{character.name}")
 
 
+@characters_app.command("replace")
+def replace(
+    name: str,
+    image: Annotated[Path, typer.Argument(help="The new photo (JPEG, PNG or WebP, one face).")],
+    server: Server = LOCAL_SERVER,
+) -> None:
+    """Give a character a new reference photo."""
+    photo = _read(image, "a JPEG, PNG or WebP photo")
+    character = _with_desk(lambda desk, actor: desk.replace_photo(actor, name, photo), server)
+    console.print(f"@{character.name} has a new reference photo")
+
+
 @characters_app.command("delete")
 def delete(name: str, server: Server = LOCAL_SERVER) -> None:
     """Delete a character and the photos nothing else uses."""

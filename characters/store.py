@@ -258,7 +258,9 @@ class CharacterStore:
         description: str = "",
         weight: int = 100,
         consent: bool,
+        origin_label: str = "",
     ) -> Character:
+        """A new private character; `origin_label` names where an imported card came from."""
         if consent is not True:
             raise CharacterError(
                 "to create a character you must confirm you have the right to use this person's "
@@ -278,7 +280,7 @@ class CharacterStore:
             consent=True,
             visibility="private",
             origin_id=None,
-            origin_label="",
+            origin_label=" ".join(origin_label.split())[:120],
             uses=0,
         )
         async with self._connect(write=True) as db:

@@ -151,3 +151,25 @@ async def test_portrait_with_a_character_carries_its_face_and_routes_to_identity
     with pytest.raises(CharacterRefused, match="@mara"):
         await studio.portrait(elsewhere, "@mara at dusk")
     await queue.close()
+
+
+async def test_replace_the_photo(desk: CharacterDesk, tmp_path: Path) -> None:
+    await desk.create(ALICE, "mara", ASTRONAUT, consent=True)
+    before = stored_files(tmp_path)
+    mirrored = jpeg(data.astronaut()[:, ::-1].copy())
+    with pytest.raises(CharacterRefused, match="alice"):
+        await desk.replace_photo(BOB, "mara", mirrored)
+    assert stored_files(tmp_path) == before  # the refused photo left nothing behind
+    character = await desk.replace_photo(ALICE, "mara", mirrored)
+    after = stored_files(tmp_path)
+    assert len(after) == 2
+    assert not set(after) & set(before)  # the old photo and crop are gone
+    assert (await desk.show(ALICE, "mara"))[0].crop_sha == character.crop_sha
+
+
+async def test_an_imported_card_names_where_it_came_from(tmp_path: Path) -> None:
+    here = await make_desk(tmp_path / "here")
+    there = await make_desk(tmp_path / "there")
+    await here.create(ALICE, "mara", ASTRONAUT, consent=True)
+    imported = await there.import_card(ELSEWHERE, await here.export_card(ALICE, "mara"))
+    assert imported.origin_label == "card from discord server s1"
