@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from jobs.tiny import build_once, ensure_tiny_pipeline, replace_dir, scratch_dir
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -321,7 +319,7 @@ def build_tiny_ip_adapter(dest: Path, unet_config_source: Path, *, seed: int = 0
     dest = Path(dest)
     unet_config = _read_unet_config(Path(unet_config_source))
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with _scratch_dir(dest) as tmp, torch.random.fork_rng(devices=[]):
+    with scratch_dir(dest) as tmp, torch.random.fork_rng(devices=[]):
         root = tmp / "adapter"
         encoder_dir = root / IMAGE_ENCODER_FOLDER
         encoder, processor = _tiny_image_encoder(seed)
@@ -357,7 +355,7 @@ def build_tiny_ip_adapter(dest: Path, unet_config_source: Path, *, seed: int = 0
             "cross_attention_processors": processors,
         }
         (root / TINY_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        _replace_dir(root, dest)
+        replace_dir(root, dest)
     return dest
 
 
@@ -367,23 +365,11 @@ def ensure_tiny_ip_adapter(models_dir: Path) -> Path:
     Builds the tiny SDXL pipeline first if needed (the adapter is shaped for its UNet). Safe when several
     processes race: builders take a lock file, and the adapter appears by an atomic rename.
     """
-    from filelock import FileLock
-
-    from jobs.tiny import ensure_tiny_pipeline
-
-    models_dir = Path(models_dir)
-    dest = models_dir / TINY_ADAPTER_DIR
+    dest = Path(models_dir) / TINY_ADAPTER_DIR
     if _is_built(dest):
         return dest
-    pipeline_dir = ensure_tiny_pipeline("sdxl", models_dir)
-    with FileLock(str(models_dir / f".{TINY_ADAPTER_DIR}.lock")):
-        if not _is_built(dest):
-            # What a builder killed mid-way left behind (it holds the lock no more).
-            for leftover in models_dir.glob(f".{TINY_ADAPTER_DIR}.*"):
-                if leftover.is_dir() and leftover.suffix in (".tmp", ".old"):
-                    shutil.rmtree(leftover, ignore_errors=True)
-            build_tiny_ip_adapter(dest, pipeline_dir)
-    return dest
+    pipeline_dir = ensure_tiny_pipeline("sdxl", Path(models_dir))
+    return build_once(dest, _is_built, lambda: build_tiny_ip_adapter(dest, pipeline_dir))
 
 
 def plus_projection_to_original_layout(state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -521,27 +507,3 @@ def _tiny_ip_attention(unet_config: Mapping[str, Any], seed: int) -> tuple[dict[
 
 def _is_built(path: Path) -> bool:
     return (path / TINY_MANIFEST).is_file()
-
-
-@contextmanager
-def _scratch_dir(dest: Path) -> Iterator[Path]:
-    """A temporary folder beside `dest` (same file system, so renames are atomic), always removed."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _replace_dir(src: Path, dest: Path) -> None:
-    """Move the folder `src` to `dest`, replacing what is there; `src` must be beside `dest`."""
-    try:
-        os.rename(src, dest)
-        return
-    except OSError:
-        if not dest.exists():
-            raise
-    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-    os.rename(dest, old / "adapter")
-    os.rename(src, dest)
-    shutil.rmtree(old, ignore_errors=True)

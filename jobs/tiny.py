@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -349,7 +349,7 @@ def build_tiny_pipeline(family: str, dest: Path, *, seed: int = 0) -> Path:
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with _scratch_dir(dest) as tmp:
+    with scratch_dir(dest) as tmp:
         tokenizer_dir = tmp / "_tokenizer"
         write_clip_tokenizer(tokenizer_dir)
         with torch.random.fork_rng(devices=[]):
@@ -363,7 +363,7 @@ def build_tiny_pipeline(family: str, dest: Path, *, seed: int = 0) -> Path:
                 for file in ("vocab.json", "merges.txt"):
                     if not (model_dir / name / file).exists():
                         shutil.copyfile(tokenizer_dir / file, model_dir / name / file)
-        _replace_dir(model_dir, dest)
+        replace_dir(model_dir, dest)
     return dest
 
 
@@ -375,29 +375,36 @@ def ensure_tiny_pipeline(family: str, models_dir: Path) -> Path:
     the lock never sees a half-written one.
     """
     _check_family(family)
+    dest = Path(models_dir) / f"tiny-{family}"
+    return build_once(
+        dest, lambda path: (path / "model_index.json").is_file(), lambda: build_tiny_pipeline(family, dest)
+    )
+
+
+def build_once(dest: Path, is_built: Callable[[Path], bool], build: Callable[[], object]) -> Path:
+    """`dest`, made by `build()` unless `is_built(dest)`; safe when several processes race.
+
+    Builders take a lock file beside `dest`, and whoever comes second finds it built. `build` must
+    write by atomic rename (see `scratch_dir`, `replace_dir`), so a reader that takes no lock never
+    sees a half-written folder.
+    """
     from filelock import FileLock
 
-    models_dir = Path(models_dir)
-    dest = models_dir / f"tiny-{family}"
-    if _is_built(dest):
+    if is_built(dest):
         return dest
-    models_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(models_dir / f".tiny-{family}.lock")):
-        if not _is_built(dest):
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest.parent / f".{dest.name}.lock")):
+        if not is_built(dest):
             # What a builder killed mid-way left behind (it holds the lock no more).
-            for leftover in models_dir.glob(f".{dest.name}.*"):
+            for leftover in dest.parent.glob(f".{dest.name}.*"):
                 if leftover.is_dir() and leftover.suffix in (".tmp", ".old"):
                     shutil.rmtree(leftover, ignore_errors=True)
-            build_tiny_pipeline(family, dest)
+            build()
     return dest
 
 
-def _is_built(path: Path) -> bool:
-    return (path / "model_index.json").is_file()
-
-
 @contextmanager
-def _scratch_dir(dest: Path) -> Iterator[Path]:
+def scratch_dir(dest: Path) -> Iterator[Path]:
     """A temporary folder beside `dest` (same file system, so renames are atomic), always removed."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
@@ -406,7 +413,7 @@ def _scratch_dir(dest: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _replace_dir(src: Path, dest: Path) -> None:
+def replace_dir(src: Path, dest: Path) -> None:
     """Move the folder `src` to `dest`, replacing what is there; `src` must be beside `dest`."""
     try:
         os.rename(src, dest)
@@ -416,6 +423,6 @@ def _replace_dir(src: Path, dest: Path) -> None:
             raise
     # `dest` exists: move it aside first (both renames are atomic), then drop the old copy.
     old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-    os.rename(dest, old / "model")
+    os.rename(dest, old / "previous")
     os.rename(src, dest)
     shutil.rmtree(old, ignore_errors=True)
