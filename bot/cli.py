@@ -32,6 +32,7 @@ from bot.cli_common import (
     log_to_stderr,
     run,
 )
+from bot.cli_eval import eval_app
 from bot.errors import UserError
 from bot.ledger import Ledger
 from bot.settings import BotSettings
@@ -52,6 +53,7 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.add_typer(characters_app, name="characters")
+app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:

@@ -177,3 +177,24 @@ def test_characters_from_the_command_line(shared_data_dir: Path, tmp_path: Path)
     refused = likeness("characters", "create", "tom", str(cat), "--consent", env=env)
     assert refused.returncode == 2
     assert "couldn't find a face" in refused.stderr
+
+
+def test_eval_identity_from_the_command_line(tmp_path: Path) -> None:
+    from skimage import data
+
+    reference, mirror, cat = tmp_path / "astronaut.png", tmp_path / "mirror.png", tmp_path / "cat.png"
+    Image.fromarray(data.astronaut()).save(reference)
+    Image.fromarray(data.astronaut()[:, ::-1].copy()).save(mirror)
+    Image.fromarray(data.chelsea()).save(cat)
+    done = likeness(
+        "eval", "identity", str(reference), str(mirror), str(cat), "--json", env=environment(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    by_image = {Path(c["image"]).name: c for c in report["comparisons"]}
+    assert 0.1 < by_image["mirror.png"]["distance"] < 0.3
+    assert by_image["mirror.png"]["same_person"] is True
+    assert by_image["cat.png"]["distance"] is None
+    refused = likeness("eval", "identity", str(cat), str(mirror), env=environment(tmp_path))
+    assert refused.returncode == 2
+    assert "no face found in the reference photo" in refused.stderr
