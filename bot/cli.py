@@ -216,7 +216,7 @@ def route(
         fail(str(exc))
     if as_json:
         payload = {
-            "intent": None,
+            "intent": chosen.intent,
             "profile": chosen.profile.name,
             "reasons": list(chosen.reasons),
             "params": dataclasses.asdict(chosen.params),

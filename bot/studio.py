@@ -24,6 +24,7 @@ from characters.store import Character, CharacterError
 from jobs.queue import JobHandle, Queue
 from jobs.spec import Adapter, InputImage, JobResult, JobSpec, Recipe, new_id
 from router.catalog import QUEUE_PREFIX, Catalog
+from router.craft import realism_tips
 from router.route import Route, RouteError, route
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Submission:
     caption: str
     queue: str
     reasons: str = ""
+    tips: tuple[str, ...] = ()  # prompt-craft advice shown under the result; never blocking
 
     @property
     def profile(self) -> str:
@@ -173,7 +175,7 @@ class Studio:
         )
         if self.characters and cast:
             await self.characters.store.record_use([c.id for c in cast])
-        return submission
+        return dataclasses.replace(submission, tips=realism_tips(request.prompt))
 
     def _refill(self, inputs: tuple[InputImage, ...]) -> tuple[InputImage, ...]:
         """Inputs that travelled as hashes get their bytes back from the character image store."""
@@ -280,7 +282,7 @@ class Studio:
             grid=grid,
             seeds=tuple(image.seed for image in result.images),
             caption=submission.caption,
-            notices=result.notices,
+            notices=(*result.notices, *submission.tips),
         )
 
     async def delivered(self, generation_id: str) -> None:
@@ -303,6 +305,7 @@ class Studio:
 
 def route_record(chosen: Route) -> dict[str, Any]:
     return {
+        "intent": chosen.intent,
         "profile": chosen.profile.name,
         "params": dataclasses.asdict(chosen.params),
         "queue": chosen.queue,

@@ -78,6 +78,7 @@ class Catalog:
     default: str
     default_reason: str = ""
     source: str = ""
+    explicit_default: bool = False  # the operator named the default (rather than `auto`)
 
     def get(self, name: str) -> Profile | None:
         return self.profiles.get(name.lower())
@@ -165,7 +166,14 @@ def catalog_from_dict(
         profile = _profile(source, name, raw)
         profiles[profile.name] = _with_availability(profile, probe, adapter_probe)
     chosen, reason = _choose_default(source, profiles.values(), default or str(data.get("default", "auto")))
-    return Catalog(profiles=profiles, default=chosen, default_reason=reason, source=source)
+    wanted = default or str(data.get("default", "auto"))
+    return Catalog(
+        profiles=profiles,
+        default=chosen,
+        default_reason=reason,
+        source=source,
+        explicit_default=wanted != "auto",
+    )
 
 
 def _with_availability(

@@ -1,4 +1,8 @@
-"""Routing: a pure function from (request, catalog) to the Route a generation takes, with its reasons."""
+"""Routing: a pure function from (request, catalog, characters) to the Route a generation takes, and why.
+
+The prompt's intent (router/intent.py) picks a capability; the catalog — the operator's models.toml,
+not this code — says which profile has it. `--engine` always wins; characters always go to identity.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from router.catalog import Catalog, Profile
+from router.intent import classify
 from router.sizes import size_for
 
 
@@ -17,6 +22,8 @@ class RouteError(ValueError):
 class RouteRequest(Protocol):
     """What routing reads from a request (the bot's PortraitRequest satisfies it)."""
 
+    @property
+    def prompt(self) -> str: ...
     @property
     def engine(self) -> str | None: ...
     @property
@@ -46,9 +53,51 @@ class Route:
     params: RouteParams
     queue: str
     reasons: tuple[str, ...]
+    intent: str = "photoreal"
 
 
 FAST_STEP_FACTOR = 0.5
+
+# Which capabilities serve an intent, best first; and where an intent with no profile falls back to.
+SERVES: dict[str, tuple[str, ...]] = {
+    "photoreal": ("photoreal",),
+    "literal": ("literal", "text"),
+    "stylized": ("stylized",),
+    "identity": ("identity",),
+}
+NEAREST: dict[str, str] = {"literal": "photoreal", "stylized": "photoreal", "identity": "photoreal"}
+
+
+def _servable(profile: Profile, catalog: Catalog) -> bool:
+    """Can this host's deployment run it? Weights present here; or, when the operator named a real
+    default (a bot host without GPUs), any real profile: the workers hold the weights."""
+    if profile.available and (profile.is_tiny == catalog.default_profile.is_tiny):
+        return True
+    return (
+        catalog.default_reason == "set as the default"
+        and not catalog.default_profile.is_tiny
+        and not profile.is_tiny
+    )
+
+
+def _profile_for(intent: str, catalog: Catalog) -> tuple[Profile, str]:
+    """The profile for an intent, and a note when it had to fall back to the nearest intent."""
+    wanted = intent
+    while True:
+        capable = [p for p in catalog if _servable(p, catalog) and set(SERVES[wanted]) & set(p.capabilities)]
+        default = catalog.default_profile
+        if default in capable:
+            chosen = default
+        elif capable:
+            chosen = capable[0]
+        else:
+            chosen = None
+        if chosen is not None:
+            note = "" if wanted == intent else f"no {intent} profile here; nearest: {wanted}"
+            return chosen, note
+        if wanted not in NEAREST:
+            return default, f"no {intent} profile here; using the default"
+        wanted = NEAREST[wanted]
 
 
 def _identity_profile(catalog: Catalog, names: str) -> Profile:
@@ -71,6 +120,7 @@ def route(request: RouteRequest, catalog: Catalog, characters: Sequence[str] = (
     """Choose the profile and parameters for `request`; `characters` are the @names it uses."""
     reasons: list[str] = []
     names = ", ".join("@" + name for name in characters)
+    guess = classify(request.prompt, has_characters=bool(characters))
     if request.engine:
         profile = catalog.get(request.engine)
         if profile is None:
@@ -88,10 +138,12 @@ def route(request: RouteRequest, catalog: Catalog, characters: Sequence[str] = (
         verb = "is a character" if len(characters) == 1 else "are characters"
         reasons.append(f"identity: {names} {verb} → {profile.name}")
     else:
-        profile = catalog.default_profile
-        reasons.append(
-            f"{profile.name}: {catalog.default_reason}" if catalog.default_reason else profile.name
-        )
+        profile, reason = _profile_for(guess.intent, catalog)
+        reasons.append(f"{guess.reason} → {profile.name}")
+        if reason:
+            reasons.append(reason)
+        if profile.is_tiny and catalog.default_reason:
+            reasons.append(catalog.default_reason)
     if not profile.available:
         reasons.append(f"note: {profile.checkpoint} is not present on this host; a worker must have it")
 
@@ -117,4 +169,6 @@ def route(request: RouteRequest, catalog: Catalog, characters: Sequence[str] = (
 
     width, height = size_for(request.aspect, profile.resolution)
     params = RouteParams(width=width, height=height, steps=steps, cfg=cfg, scheduler=profile.scheduler)
-    return Route(profile=profile, params=params, queue=profile.queue_name, reasons=tuple(reasons))
+    return Route(
+        profile=profile, params=params, queue=profile.queue_name, reasons=tuple(reasons), intent=guess.intent
+    )

@@ -198,3 +198,24 @@ def test_eval_identity_from_the_command_line(tmp_path: Path) -> None:
     refused = likeness("eval", "identity", str(cat), str(mirror), env=environment(tmp_path))
     assert refused.returncode == 2
     assert "no face found in the reference photo" in refused.stderr
+
+
+EVAL_SET = Path(__file__).resolve().parents[3] / "shared" / "eval" / "routing.jsonl"
+
+
+def test_route_json_reaches_the_routing_evaluation_set(tmp_path: Path) -> None:
+    from bot.studio import plan_portrait
+    from router.catalog import load_catalog
+
+    assert EVAL_SET.is_file(), f"the routing evaluation set is missing: {EVAL_SET}"
+    cases = [json.loads(line) for line in EVAL_SET.read_text().splitlines() if line.strip()]
+    catalog = load_catalog(probe=lambda checkpoint: True, adapter_probe=lambda adapter: True)
+    right = sum(plan_portrait(case["prompt"], catalog)[1].intent == case["intent"] for case in cases)
+    assert right / len(cases) >= 0.95, f"{right} of {len(cases)}"
+    # The command itself, as the evaluation runs it: every @name counts as a known character.
+    done = likeness("route", "--json", "@mara on a rooftop at night", env=environment(tmp_path))
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["intent"] == "identity"
+    assert payload["profile"] == "tiny-identity-xl"
+    assert payload["reasons"] == ["identity: @mara is a character → tiny-identity-xl"]

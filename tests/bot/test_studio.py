@@ -164,3 +164,13 @@ async def test_no_worker_means_a_clear_timeout(tmp_path: Path, tiny_catalog: Cat
     assert stored is not None
     assert stored.status == "queued"
     await queue.close()
+
+
+async def test_a_realism_tip_comes_with_plastic_skin_words(studio: Studio) -> None:
+    submission = await studio.portrait(ORIGIN, "flawless woman, 8k masterpiece --n 1 --steps 1")
+    assert submission.tips
+    finished = await studio.finish(submission)
+    assert any("visible pores" in notice for notice in finished.notices)
+    clean = await studio.portrait(ORIGIN, "portrait by a window, natural skin texture --n 1 --steps 1")
+    assert clean.tips == ()
+    await studio.finish(clean)

@@ -13,6 +13,7 @@ from router.sizes import ASPECT_RATIOS, size_for
 
 @dataclass(frozen=True)
 class Request:
+    prompt: str = "editorial portrait of a fisherman, overcast light"
     engine: str | None = None
     aspect: str = "1:1"
     steps: int | None = None
@@ -97,3 +98,48 @@ def test_real_identity_weights_win_when_the_host_has_them() -> None:
 
     catalog = load_catalog(probe=lambda checkpoint: True, adapter_probe=lambda adapter: True)
     assert route(Request(), catalog, characters=("mara",)).profile.name == "identity-xl"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "intent", "profile"),
+    [
+        ("editorial portrait of a fisherman, 85mm, overcast light", "photoreal", "photoreal-xl"),
+        ("a barista wearing a name tag that reads 'JO'", "literal", "text-sd35"),
+        ("watercolor portrait of a violinist", "stylized", "sdxl-base"),
+    ],
+)
+def test_the_intent_picks_a_capable_profile(prompt: str, intent: str, profile: str) -> None:
+    from router.catalog import load_catalog
+
+    catalog = load_catalog(probe=lambda checkpoint: True, adapter_probe=lambda adapter: True)
+    chosen = route(Request(prompt=prompt), catalog)
+    assert (chosen.intent, chosen.profile.name) == (intent, profile)
+    assert chosen.reasons[0].startswith(f"{intent}: ")
+    assert chosen.reasons[0].endswith(f"→ {profile}")
+
+
+def test_a_bot_host_with_a_named_default_routes_to_real_profiles_it_cannot_see() -> None:
+    from router.catalog import load_catalog
+
+    catalog = load_catalog(default="photoreal-xl", probe=lambda checkpoint: False)
+    chosen = route(Request(prompt="a conference badge photo with the name 'ANA' printed on it"), catalog)
+    assert (chosen.intent, chosen.profile.name) == ("literal", "text-sd35")
+
+
+def test_an_intent_without_a_profile_falls_back_to_the_nearest_with_the_reason_shown() -> None:
+    from router.catalog import catalog_from_dict
+
+    only_photo = {"profiles": {"photo": {"family": "sdxl", "checkpoint": "x", "capabilities": ["photoreal"]}}}
+    catalog = catalog_from_dict(only_photo, probe=lambda checkpoint: True)
+    chosen = route(Request(prompt="anime illustration of a samurai"), catalog)
+    assert (chosen.intent, chosen.profile.name) == ("stylized", "photo")
+    assert "no stylized profile here; nearest: photoreal" in chosen.reasons
+
+
+def test_the_tiny_host_serves_every_intent_with_tiny_xl(tiny_catalog: Catalog) -> None:
+    for prompt in (
+        "candid portrait at golden hour",
+        "poster titled 'HOME'",
+        "pixel art portrait of a cat lady",
+    ):
+        assert route(Request(prompt=prompt), tiny_catalog).profile.name == "tiny-xl"
