@@ -37,6 +37,7 @@ from bot.errors import UserError
 from bot.ledger import Ledger
 from bot.settings import BotSettings
 from bot.studio import Finished, Origin, Studio, Submission, plan_portrait
+from jobs.fleet import QueueStatus, WorkerBeat, live_workers
 from jobs.queue import ArqQueue, LocalQueue, Queue
 from jobs.spec import JobSpec, ProgressEvent
 from router.catalog import Catalog
@@ -254,6 +255,42 @@ def worker(
         overrides["profiles"] = profiles
     settings = load_settings(WorkerSettings, **overrides)
     run(serve(settings, catalog_for(settings), burst=burst))
+
+
+@app.command()
+def fleet() -> None:
+    """The live workers (from their heartbeats), what they hold, and each profile queue's depth and ETA."""
+    settings = load_settings(BotSettings)
+    if not settings.redis_url:
+        fail("the fleet lives on Redis: set LIKENESS_REDIS_URL (without it, the worker runs inside the bot)")
+    catalog = catalog_for(settings)
+
+    async def look() -> tuple[list[WorkerBeat], list[QueueStatus]]:
+        queue = await ArqQueue.connect(settings.redis_url or "")
+        try:
+            beats = await live_workers(queue.redis)
+            statuses = [await queue.status(p.queue_name, p.name) for p in catalog]
+        finally:
+            await queue.close()
+        return beats, statuses
+
+    beats, statuses = run(look())
+    workers = Table(title=f"workers ({len(beats)} live)")
+    for column in ("worker", "device", "serves", "loaded", "budget GB", "running"):
+        workers.add_column(column)
+    for beat in beats:
+        workers.add_row(
+            beat.worker, beat.device, ", ".join(beat.profiles), ", ".join(beat.loaded),
+            f"{beat.memory_budget_gb:.1f}", beat.current_job or "idle",
+        )  # fmt: skip
+    console.print(workers)
+    queues = Table(title="queues")
+    for column in ("queue", "workers", "waiting", "ETA for a new job"):
+        queues.add_column(column)
+    for status in statuses:
+        eta = f"{status.eta_s:.0f} s" if status.eta_s is not None else "—"
+        queues.add_row(status.queue, str(status.workers), str(status.waiting), eta)
+    console.print(queues)
 
 
 @models_app.command("list")

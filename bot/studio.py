@@ -52,7 +52,8 @@ class Submission:
     caption: str
     queue: str
     reasons: str = ""
-    tips: tuple[str, ...] = ()  # prompt-craft advice shown under the result; never blocking
+    notices: tuple[str, ...] = ()  # shown at once: the queue's state (who serves it, how long)
+    tips: tuple[str, ...] = ()  # shown under the result: prompt-craft advice, never blocking
 
     @property
     def profile(self) -> str:
@@ -249,7 +250,28 @@ class Studio:
         )
         handle = await self.queue.submit(spec, queue)
         await self.ledger.set_status(spec.generation_id, "queued")
-        return Submission(spec.generation_id, spec, handle, text_caption, queue, reasons)
+        return Submission(
+            spec.generation_id,
+            spec,
+            handle,
+            text_caption,
+            queue,
+            reasons,
+            await self._queue_notice(spec, queue),
+        )
+
+    async def _queue_notice(self, spec: JobSpec, queue: str) -> tuple[str, ...]:
+        """Never a silent wait: say when no worker serves the queue, or how long it should take."""
+        profile = spec.recipe.profile if spec.recipe else queue
+        status = await self.queue.status(queue, profile)
+        if status.workers == 0:
+            return (
+                f"no worker serves {profile} right now; your request is queued until one connects "
+                f"(`likeness worker --profiles {profile}`)",
+            )
+        if status.eta_s is not None and status.waiting:
+            return (f"{status.waiting} ahead of you in {profile}; about {status.eta_s:.0f} s",)
+        return ()
 
     async def finish(self, submission: Submission) -> Finished:
         """Wait for the job, keep its files under the data dir, and mark the generation finished."""

@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
+from jobs.fleet import QueueStatus, queue_status
 from jobs.spec import JobResult, JobSpec, ProgressEvent, pack, unpack
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ class JobHandle(Protocol):
 
 class Queue(Protocol):
     async def submit(self, spec: JobSpec, queue_name: str) -> JobHandle: ...
+
+    async def status(self, queue_name: str, profile: str) -> QueueStatus:
+        """Who serves the queue now, how many wait, and a measured ETA where there is one."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -101,6 +106,10 @@ class LocalQueue:
         handle.emit(ProgressEvent(job_id=spec.job_id, state="queued", position=self._pending.qsize()))
         self._pending.put_nowait((spec, handle))
         return handle
+
+    async def status(self, queue_name: str, profile: str) -> QueueStatus:
+        # The worker inside this process serves every queue.
+        return QueueStatus(queue=queue_name, workers=1, waiting=self._pending.qsize(), eta_s=None)
 
     async def _work(self) -> None:
         while True:
@@ -253,6 +262,9 @@ class ArqQueue:
             ARQ_FUNCTION, spec.model_dump(), _job_id=spec.job_id, _queue_name=queue_name
         )
         return _ArqHandle(self, spec.job_id, queue_name)
+
+    async def status(self, queue_name: str, profile: str) -> QueueStatus:
+        return await queue_status(self.redis, queue_name, profile)
 
     async def finished_result(self, job_id: str) -> JobResult | None:
         from arq.constants import result_key_prefix

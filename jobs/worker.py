@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 
 from arq.constants import result_key_prefix
 
+from jobs.fleet import HEARTBEAT_EVERY_S, WorkerBeat, forget_beat, publish_beat, record_duration
 from jobs.identity import (
     AdapterSource,
     AdapterWeightsMissing,
@@ -69,6 +70,7 @@ class JobRunner:
         )
         self.cache = PipelineCache(settings.models_dir, self.device, budget)
         self._device_lock = asyncio.Lock()
+        self.current_job: str | None = None
 
     async def preload(self, profile_names: list[str]) -> None:
         """Load the pipelines of these profiles now, so the first user does not wait for them."""
@@ -91,8 +93,12 @@ class JobRunner:
         try:
             # The device is held for loading and denoising only; encoding runs beside the next job.
             async with self._device_lock:
-                progress(ProgressEvent(job_id=spec.job_id, state="started"))
-                images, timings = await asyncio.to_thread(self._generate, spec, spec.recipe, from_thread)
+                self.current_job = spec.job_id
+                try:
+                    progress(ProgressEvent(job_id=spec.job_id, state="started"))
+                    images, timings = await asyncio.to_thread(self._generate, spec, spec.recipe, from_thread)
+                finally:
+                    self.current_job = None
             progress(ProgressEvent(job_id=spec.job_id, state="encoding"))
             return await asyncio.to_thread(self._encode, spec, images, timings)
         except CannotRun as exc:
@@ -221,6 +227,8 @@ async def run_job(ctx: dict[str, Any], spec_data: dict[str, Any]) -> dict[str, A
             result = await runner.run(spec, publisher.emit)
         finally:
             await publisher.close()
+        if result.ok and spec.recipe is not None and "total" in result.timings:
+            await record_duration(ctx["redis"], spec.recipe.profile, result.timings["total"])
     state: Literal["finished", "failed"] = "finished" if result.ok else "failed"
     ctx[END_EVENT] = ProgressEvent(job_id=result.job_id, state=state, message=result.error)
     return result.model_dump()
@@ -237,6 +245,27 @@ async def announce_end(ctx: dict[str, Any]) -> None:
             job_id=ctx["job_id"], state="failed", message="the job raised; see the worker log"
         )
     await publish_event(ctx["redis"], event)
+
+
+async def _heartbeat(runner: JobRunner, profiles: list[str], queues: list[str], worker: Any) -> None:
+    """Tell the fleet every few seconds what this worker serves, holds and runs; its key expires with it."""
+    while True:
+        pool = getattr(worker, "_pool", None)  # arq connects when its worker starts
+        if pool is not None:
+            beat = WorkerBeat(
+                worker=runner.name,
+                queues=tuple(queues),
+                profiles=tuple(profiles),
+                loaded=tuple(runner.cache.resident),
+                device=runner.device.name,
+                memory_budget_gb=runner.cache.budget_gb,
+                current_job=runner.current_job,
+            )
+            try:
+                await publish_beat(pool, beat)
+            except Exception:  # a missed beat only makes the worker look idle or gone for a moment
+                log.warning("heartbeat failed", exc_info=True)
+        await asyncio.sleep(HEARTBEAT_EVERY_S)
 
 
 class SupportsRun(Protocol):
@@ -304,6 +333,8 @@ async def serve(settings: WorkerSettings, catalog: Catalog, *, burst: bool = Fal
         for queue in queues
     ]
 
+    beat_task = asyncio.create_task(_heartbeat(runner, names, queues, workers[0]))
+
     def stop(signum: int) -> None:
         # Stop taking jobs; let the one under way finish (up to the job timeout), then exit.
         for one in workers:
@@ -321,4 +352,9 @@ async def serve(settings: WorkerSettings, catalog: Catalog, *, burst: bool = Fal
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        beat_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat_task
+        with contextlib.suppress(Exception):
+            await forget_beat(workers[0].pool, runner.name)
         await asyncio.gather(*(w.close() for w in workers))

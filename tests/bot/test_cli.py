@@ -103,6 +103,10 @@ def test_generate_through_redis_and_a_separate_worker_process(
         done = likeness("generate", "a portrait --seed 5 --n 2", "--out", str(tmp_path / "out"), env=env)
         assert done.returncode == 0, done.stderr
         assert len(list((tmp_path / "out").glob("g_*_[1-2].png"))) == 2
+        fleet = likeness("fleet", env=env)
+        assert fleet.returncode == 0, fleet.stderr
+        assert "1 live" in fleet.stdout
+        assert "tiny-xl" in fleet.stdout
     finally:
         worker.send_signal(signal.SIGTERM)
         output, _ = worker.communicate(timeout=60)

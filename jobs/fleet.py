@@ -1,0 +1,91 @@
+"""The fleet as Redis sees it: worker heartbeats, measured job durations, queue depths.
+
+Workers announce themselves with a heartbeat key that expires within seconds, so a worker that dies
+drops out of the fleet on its own. Durations are the last jobs' wall times per profile; their median
+gives queue ETAs that come from measurements, not guesses. Torch-free: the bot reads these too.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+HEARTBEAT_KEY = "likeness:worker:"
+HEARTBEAT_TTL_S = 6
+HEARTBEAT_EVERY_S = 2.0
+DURATIONS_KEY = "likeness:durations:"
+DURATIONS_KEPT = 50
+
+
+class WorkerBeat(BaseModel):
+    """What a worker says about itself every couple of seconds."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    worker: str
+    queues: tuple[str, ...]
+    profiles: tuple[str, ...] = Field(description="profiles it serves")
+    loaded: tuple[str, ...] = Field(default=(), description="checkpoints resident now")
+    device: str = ""
+    memory_budget_gb: float = 0.0
+    current_job: str | None = None
+    sent_at: float = Field(default_factory=time.time)
+
+
+class QueueStatus(BaseModel):
+    """Who serves a queue right now, how long it is, and how long a new job should wait."""
+
+    model_config = ConfigDict(frozen=True)
+
+    queue: str
+    workers: int
+    waiting: int
+    eta_s: float | None = Field(description="measured: waiting jobs × median duration / workers")
+
+
+async def publish_beat(redis: Any, beat: WorkerBeat) -> None:
+    await redis.set(HEARTBEAT_KEY + beat.worker, beat.model_dump_json(), ex=HEARTBEAT_TTL_S)
+
+
+async def forget_beat(redis: Any, worker: str) -> None:
+    """Leave the fleet at once (on shutdown) rather than when the heartbeat expires."""
+    await redis.delete(HEARTBEAT_KEY + worker)
+
+
+async def live_workers(redis: Any) -> list[WorkerBeat]:
+    keys = [key async for key in redis.scan_iter(match=HEARTBEAT_KEY + "*", count=200)]
+    if not keys:
+        return []
+    beats = []
+    for raw in await redis.mget(keys):
+        if raw is not None:  # expired between SCAN and MGET
+            beats.append(WorkerBeat.model_validate(json.loads(raw)))
+    return sorted(beats, key=lambda beat: beat.worker)
+
+
+async def record_duration(redis: Any, profile: str, seconds: float) -> None:
+    key = DURATIONS_KEY + profile
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.lpush(key, f"{seconds:.3f}")
+        pipe.ltrim(key, 0, DURATIONS_KEPT - 1)
+        await pipe.execute()
+
+
+async def median_duration(redis: Any, profile: str) -> float | None:
+    values = [float(v) for v in await redis.lrange(DURATIONS_KEY + profile, 0, DURATIONS_KEPT - 1)]
+    return statistics.median(values) if values else None
+
+
+async def queue_status(redis: Any, queue: str, profile: str) -> QueueStatus:
+    serving = [beat for beat in await live_workers(redis) if queue in beat.queues]
+    waiting = int(await redis.zcard(queue))
+    median = await median_duration(redis, profile)
+    eta = None
+    if serving and median is not None:
+        busy = sum(1 for beat in serving if beat.current_job)
+        eta = (waiting + busy) * median / len(serving)
+    return QueueStatus(queue=queue, workers=len(serving), waiting=waiting, eta_s=eta)

@@ -1,0 +1,68 @@
+"""Heartbeats, measured durations and queue status on a real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from jobs.fleet import (
+    DURATIONS_KEPT,
+    WorkerBeat,
+    forget_beat,
+    live_workers,
+    median_duration,
+    publish_beat,
+    queue_status,
+    record_duration,
+)
+from jobs.queue import ArqQueue
+
+QUEUE = "likeness:profile:tiny-xl"
+
+
+@pytest.fixture
+async def queue(redis_url: str) -> AsyncIterator[ArqQueue]:
+    connected = await ArqQueue.connect(redis_url)
+    yield connected
+    await connected.close()
+
+
+def beat(name: str, *, current_job: str | None = None, queues: tuple[str, ...] = (QUEUE,)) -> WorkerBeat:
+    return WorkerBeat(worker=name, queues=queues, profiles=("tiny-xl",), current_job=current_job)
+
+
+async def test_workers_appear_with_their_heartbeat_and_leave_with_it(queue: ArqQueue) -> None:
+    assert await live_workers(queue.redis) == []
+    await publish_beat(queue.redis, beat("gpu-b"))
+    await publish_beat(queue.redis, beat("gpu-a", current_job="j_1"))
+    assert [(b.worker, b.current_job) for b in await live_workers(queue.redis)] == [
+        ("gpu-a", "j_1"),
+        ("gpu-b", None),
+    ]
+    assert 0 < await queue.redis.ttl("likeness:worker:gpu-a") <= 6
+    await forget_beat(queue.redis, "gpu-a")
+    assert [b.worker for b in await live_workers(queue.redis)] == ["gpu-b"]
+
+
+async def test_durations_keep_the_last_jobs_and_give_their_median(queue: ArqQueue) -> None:
+    assert await median_duration(queue.redis, "tiny-xl") is None
+    for seconds in (9.0, 1.0, 2.0):
+        await record_duration(queue.redis, "tiny-xl", seconds)
+    assert await median_duration(queue.redis, "tiny-xl") == 2.0
+    for _ in range(DURATIONS_KEPT):
+        await record_duration(queue.redis, "tiny-xl", 4.0)
+    assert await median_duration(queue.redis, "tiny-xl") == 4.0
+
+
+async def test_queue_status_counts_servers_and_measures_the_wait(queue: ArqQueue) -> None:
+    unserved = await queue_status(queue.redis, QUEUE, "tiny-xl")
+    assert (unserved.workers, unserved.waiting, unserved.eta_s) == (0, 0, None)
+    await publish_beat(queue.redis, beat("gpu-a", current_job="j_1"))
+    await publish_beat(queue.redis, beat("gpu-b"))
+    await publish_beat(queue.redis, beat("gpu-c", queues=("likeness:profile:other",)))
+    await queue.redis.zadd(QUEUE, {"j_2": 1, "j_3": 2, "j_4": 3})
+    await record_duration(queue.redis, "tiny-xl", 10.0)
+    status = await queue.status(QUEUE, "tiny-xl")
+    assert (status.workers, status.waiting) == (2, 3)
+    assert status.eta_s == pytest.approx((3 + 1) * 10.0 / 2)
