@@ -173,6 +173,7 @@ class Studio:
             chosen.queue,
             text_caption,
             reasons,
+            fast=request.fast,
         )
         if self.characters and cast:
             await self.characters.store.record_use([c.id for c in cast])
@@ -234,6 +235,8 @@ class Studio:
         queue: str,
         text_caption: str,
         reasons: str,
+        *,
+        fast: bool = False,
     ) -> Submission:
         # The ledger first: if enqueueing fails or the process dies, the generation is still on record.
         await self.ledger.record(
@@ -248,7 +251,7 @@ class Studio:
             job_id=spec.job_id,
             queue=queue,
         )
-        handle = await self.queue.submit(spec, queue)
+        handle = await self.queue.submit(spec, queue, fast=fast)
         await self.ledger.set_status(spec.generation_id, "queued")
         return Submission(
             spec.generation_id,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from jobs.fleet import QueueStatus, queue_status
@@ -19,6 +21,8 @@ from jobs.spec import JobResult, JobSpec, ProgressEvent, pack, unpack
 log = logging.getLogger(__name__)
 
 ARQ_FUNCTION = "run_job"
+# Less than arq's expires_extra_ms (a day): arq keeps a job until its score plus that margin.
+FAST_LANE_HEAD_START = timedelta(hours=1)
 EVENTS_KEY = "likeness:events:"
 EVENTS_TTL_S = 24 * 3600
 TERMINAL = frozenset({"finished", "failed"})
@@ -42,7 +46,9 @@ class JobHandle(Protocol):
 
 
 class Queue(Protocol):
-    async def submit(self, spec: JobSpec, queue_name: str) -> JobHandle: ...
+    async def submit(self, spec: JobSpec, queue_name: str, *, fast: bool = False) -> JobHandle:
+        """Enqueue `spec`; `fast` jobs go ahead of every normal job (the priority lane)."""
+        ...
 
     async def status(self, queue_name: str, profile: str) -> QueueStatus:
         """Who serves the queue now, how many wait, and a measured ETA where there is one."""
@@ -92,19 +98,24 @@ class LocalQueue:
 
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
-        self._pending: asyncio.Queue[tuple[JobSpec, _LocalHandle]] = asyncio.Queue()
+        # (lane, order, …): fast jobs (lane 0) first, then submission order.
+        self._pending: asyncio.PriorityQueue[tuple[int, int, JobSpec, _LocalHandle]] = asyncio.PriorityQueue()
+        self._order = itertools.count()
+        self._fast_waiting = 0
         self._handles: dict[str, _LocalHandle] = {}
         self._task: asyncio.Task[None] | None = None
 
-    async def submit(self, spec: JobSpec, queue_name: str) -> JobHandle:
+    async def submit(self, spec: JobSpec, queue_name: str, *, fast: bool = False) -> JobHandle:
         if spec.job_id in self._handles:  # the same job twice is the same job
             return self._handles[spec.job_id]
         if self._task is None:
             self._task = asyncio.create_task(self._work(), name="likeness-local-worker")
         handle = _LocalHandle(spec.job_id)
         self._handles[spec.job_id] = handle
-        handle.emit(ProgressEvent(job_id=spec.job_id, state="queued", position=self._pending.qsize()))
-        self._pending.put_nowait((spec, handle))
+        ahead = self._fast_waiting if fast else self._pending.qsize()
+        handle.emit(ProgressEvent(job_id=spec.job_id, state="queued", position=ahead))
+        self._fast_waiting += fast
+        self._pending.put_nowait((0 if fast else 1, next(self._order), spec, handle))
         return handle
 
     async def status(self, queue_name: str, profile: str) -> QueueStatus:
@@ -113,7 +124,8 @@ class LocalQueue:
 
     async def _work(self) -> None:
         while True:
-            spec, handle = await self._pending.get()
+            lane, _order, spec, handle = await self._pending.get()
+            self._fast_waiting -= lane == 0
             try:
                 result = await self._runner(spec, handle.emit)
             except Exception as exc:  # the runner reports failures itself; this is a last resort
@@ -256,10 +268,16 @@ class ArqQueue:
             ) from exc
         return cls(redis, poll_delay_s=poll_delay_s)
 
-    async def submit(self, spec: JobSpec, queue_name: str) -> JobHandle:
+    async def submit(self, spec: JobSpec, queue_name: str, *, fast: bool = False) -> JobHandle:
         # arq refuses a job id it already knows: a duplicate submit joins the job already under way.
+        # The queue is a sorted set scored by time: a fast job is scored as if enqueued an hour ago,
+        # so workers take it before the normal jobs (of the last hour) and after the fast jobs before it.
         await self.redis.enqueue_job(
-            ARQ_FUNCTION, spec.model_dump(), _job_id=spec.job_id, _queue_name=queue_name
+            ARQ_FUNCTION,
+            spec.model_dump(),
+            _job_id=spec.job_id,
+            _queue_name=queue_name,
+            _defer_until=datetime.now(UTC) - FAST_LANE_HEAD_START if fast else None,
         )
         return _ArqHandle(self, spec.job_id, queue_name)
 

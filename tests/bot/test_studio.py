@@ -12,7 +12,7 @@ from bot.errors import BadFlag, BadPrompt, JobFailed, JobTimedOut, UnknownProfil
 from bot.ledger import Ledger
 from bot.studio import Origin, Studio
 from jobs.media import read_recipe
-from jobs.queue import ArqQueue, LocalQueue
+from jobs.queue import ArqQueue, JobHandle, LocalQueue
 from jobs.settings import WorkerSettings
 from jobs.spec import JobResult, JobSpec, ProgressEvent
 from jobs.worker import JobRunner
@@ -113,7 +113,7 @@ async def test_recorded_before_enqueued(tmp_path: Path, tiny_catalog: Catalog) -
     await ledger.open()
 
     class SpyQueue:
-        async def submit(self, spec: JobSpec, queue_name: str) -> object:
+        async def submit(self, spec: JobSpec, queue_name: str, *, fast: bool = False) -> object:
             stored = await ledger.get(spec.generation_id)
             seen.append(stored.status if stored else None)
             raise ConnectionError("redis is down")
@@ -174,3 +174,24 @@ async def test_a_realism_tip_comes_with_plastic_skin_words(studio: Studio) -> No
     clean = await studio.portrait(ORIGIN, "portrait by a window, natural skin texture --n 1 --steps 1")
     assert clean.tips == ()
     await studio.finish(clean)
+
+
+async def test_fast_requests_take_the_priority_lane(tmp_path: Path, tiny_catalog: Catalog) -> None:
+    lanes: list[bool] = []
+
+    class LaneQueue(LocalQueue):
+        async def submit(self, spec: JobSpec, queue_name: str, *, fast: bool = False) -> JobHandle:
+            lanes.append(fast)
+            return await super().submit(spec, queue_name, fast=fast)
+
+    async def ok(spec: JobSpec, progress: object) -> JobResult:
+        return JobResult(job_id=spec.job_id, generation_id=spec.generation_id, ok=True)
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    await ledger.open()
+    queue = LaneQueue(ok)
+    studio = Studio(ledger=ledger, catalog=tiny_catalog, queue=queue, generations_dir=tmp_path / "g")
+    await studio.portrait(ORIGIN, "a portrait --fast")
+    await studio.portrait(ORIGIN, "a portrait")
+    assert lanes == [True, False]
+    await queue.close()

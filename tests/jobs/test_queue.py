@@ -139,3 +139,16 @@ async def test_input_images_cross_the_queue_as_bytes(queue_and_runner: tuple[Que
     handle = await queue.submit(spec, QUEUE)
     result = await handle.result(timeout=10)
     assert result.notices == (str(len(data)),)
+
+
+async def test_fast_jobs_go_ahead_of_normal_ones(queue_and_runner: tuple[Queue, EchoRunner]) -> None:
+    queue, runner = queue_and_runner
+    runner.delay = 0.05
+    first = await queue.submit(make_spec(prompt="running"), QUEUE)
+    await asyncio.sleep(0.1)  # the first job is under way; the rest wait
+    normal = [await queue.submit(make_spec(prompt=f"normal {i}"), QUEUE) for i in range(2)]
+    fast = [await queue.submit(make_spec(prompt=f"fast {i}"), QUEUE, fast=True) for i in range(2)]
+    for handle in (first, *normal, *fast):
+        assert (await handle.result(timeout=20)).ok
+    order = [first.job_id, *(h.job_id for h in fast), *(h.job_id for h in normal)]
+    assert runner.calls == order
