@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from jobs.fleet import QueueStatus, queue_status
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 ARQ_FUNCTION = "run_job"
 # Less than arq's expires_extra_ms (a day): arq keeps a job until its score plus that margin.
-FAST_LANE_HEAD_START = timedelta(hours=1)
+FAST_LANE_MS = 3600 * 1000
 EVENTS_KEY = "likeness:events:"
 EVENTS_TTL_S = 24 * 3600
 TERMINAL = frozenset({"finished", "failed"})
@@ -251,6 +252,7 @@ class ArqQueue:
     def __init__(self, redis: Any, *, poll_delay_s: float = 0.05) -> None:
         self.redis = redis
         self.poll_delay_s = poll_delay_s
+        self._last_score = [0, 0]  # per lane (fast, normal), in ms
 
     @classmethod
     async def connect(cls, url: str, *, poll_delay_s: float = 0.05) -> ArqQueue:
@@ -270,16 +272,27 @@ class ArqQueue:
 
     async def submit(self, spec: JobSpec, queue_name: str, *, fast: bool = False) -> JobHandle:
         # arq refuses a job id it already knows: a duplicate submit joins the job already under way.
-        # The queue is a sorted set scored by time: a fast job is scored as if enqueued an hour ago,
-        # so workers take it before the normal jobs (of the last hour) and after the fast jobs before it.
         await self.redis.enqueue_job(
             ARQ_FUNCTION,
             spec.model_dump(),
             _job_id=spec.job_id,
             _queue_name=queue_name,
-            _defer_until=datetime.now(UTC) - FAST_LANE_HEAD_START if fast else None,
+            _defer_until=self._score(fast),
         )
         return _ArqHandle(self, spec.job_id, queue_name)
+
+    def _score(self, fast: bool) -> datetime:
+        """When the job counts as enqueued: arq's queue is a sorted set scored by that time.
+
+        Scores from this process strictly increase, so jobs submitted in the same millisecond keep their
+        order (equal scores would sort by job id). A fast job is scored an hour early: workers take it
+        before the normal jobs of the last hour, and after the fast jobs before it.
+        """
+        now_ms = int(time.time() * 1000) - (FAST_LANE_MS if fast else 0)
+        lane = 0 if fast else 1
+        score = max(now_ms, self._last_score[lane] + 1)
+        self._last_score[lane] = score
+        return datetime.fromtimestamp(score / 1000, UTC)
 
     async def status(self, queue_name: str, profile: str) -> QueueStatus:
         return await queue_status(self.redis, queue_name, profile)

@@ -251,20 +251,20 @@ async def _heartbeat(runner: JobRunner, profiles: list[str], queues: list[str], 
     """Tell the fleet every few seconds what this worker serves, holds and runs; its key expires with it."""
     while True:
         pool = getattr(worker, "_pool", None)  # arq connects when its worker starts
-        if pool is not None:
-            beat = WorkerBeat(
-                worker=runner.name,
-                queues=tuple(queues),
-                profiles=tuple(profiles),
-                loaded=tuple(runner.cache.resident),
-                device=runner.device.name,
-                memory_budget_gb=runner.cache.budget_gb,
-                current_job=runner.current_job,
-            )
-            try:
+        try:
+            if pool is not None:
+                beat = WorkerBeat(
+                    worker=runner.name,
+                    queues=tuple(queues),
+                    profiles=tuple(profiles),
+                    loaded=tuple(runner.cache.resident),
+                    device=runner.device.name,
+                    memory_budget_gb=runner.cache.budget_gb,
+                    current_job=runner.current_job,
+                )
                 await publish_beat(pool, beat)
-            except Exception:  # a missed beat only makes the worker look idle or gone for a moment
-                log.warning("heartbeat failed", exc_info=True)
+        except Exception:  # a missed beat only makes the worker look idle or gone for a moment
+            log.warning("heartbeat failed", exc_info=True)
         await asyncio.sleep(HEARTBEAT_EVERY_S)
 
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +104,12 @@ def test_generate_through_redis_and_a_separate_worker_process(
         done = likeness("generate", "a portrait --seed 5 --n 2", "--out", str(tmp_path / "out"), env=env)
         assert done.returncode == 0, done.stderr
         assert len(list((tmp_path / "out").glob("g_*_[1-2].png"))) == 2
-        fleet = likeness("fleet", env=env)
-        assert fleet.returncode == 0, fleet.stderr
+        for _ in range(10):  # the heartbeat comes every 2 s
+            fleet = likeness("fleet", env=env)
+            assert fleet.returncode == 0, fleet.stderr
+            if "1 live" in fleet.stdout:
+                break
+            time.sleep(1)
         assert "1 live" in fleet.stdout
         assert "tiny-xl" in fleet.stdout
     finally:
