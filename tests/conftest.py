@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import socket
 import subprocess
@@ -111,3 +113,23 @@ def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_catalog() -> Catalog:
     """The shipped catalog as a host without real weights sees it: tiny profiles only."""
     return load_catalog(probe=lambda checkpoint: checkpoint.startswith("tiny:"))
+
+
+ROUTING_EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval" / "routing.jsonl"
+
+
+@pytest.fixture(scope="session")
+def routing_eval_cases() -> list[tuple[str, str]]:
+    """(prompt, intent) pairs of the shared routing evaluation set, beside the checkout at ../shared.
+
+    CI always has ../shared, so there a missing file fails; a checkout elsewhere skips, saying why.
+    """
+    if not ROUTING_EVAL.is_file():
+        message = f"the routing evaluation set is missing: {ROUTING_EVAL} (../shared beside the checkout)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    rows = [
+        json.loads(line) for line in ROUTING_EVAL.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
+    return [(str(row["prompt"]), str(row["intent"])) for row in rows]

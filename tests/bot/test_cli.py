@@ -209,17 +209,15 @@ def test_eval_identity_from_the_command_line(tmp_path: Path) -> None:
     assert "no face found in the reference photo" in refused.stderr
 
 
-EVAL_SET = Path(__file__).resolve().parents[3] / "shared" / "eval" / "routing.jsonl"
-
-
-def test_route_json_reaches_the_routing_evaluation_set(tmp_path: Path) -> None:
+def test_route_json_reaches_the_routing_evaluation_set(
+    tmp_path: Path, routing_eval_cases: list[tuple[str, str]]
+) -> None:
     from bot.studio import plan_portrait
     from router.catalog import load_catalog
 
-    assert EVAL_SET.is_file(), f"the routing evaluation set is missing: {EVAL_SET}"
-    cases = [json.loads(line) for line in EVAL_SET.read_text().splitlines() if line.strip()]
+    cases = routing_eval_cases
     catalog = load_catalog(probe=lambda checkpoint: True, adapter_probe=lambda adapter: True)
-    right = sum(plan_portrait(case["prompt"], catalog)[1].intent == case["intent"] for case in cases)
+    right = sum(plan_portrait(prompt, catalog)[1].intent == intent for prompt, intent in cases)
     assert right / len(cases) >= 0.95, f"{right} of {len(cases)}"
     # The command itself, as the evaluation runs it: every @name counts as a known character.
     done = likeness("route", "--json", "@mara on a rooftop at night", env=environment(tmp_path))

@@ -7,7 +7,6 @@ none were dropped afterwards: the accuracy test reports the ones we still get wr
 from __future__ import annotations
 
 import ast
-import json
 import time
 from pathlib import Path
 
@@ -16,8 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.intent import INTENTS, IntentGuess, classify
-
-EVAL_FILE = Path(__file__).resolve().parents[3] / "shared" / "eval" / "routing.jsonl"
 
 # (prompt, expected intent). No flags: every `@name` is a known character.
 HELD_OUT: tuple[tuple[str, str], ...] = (
@@ -378,23 +375,9 @@ def test_held_out_accuracy() -> None:
     assert accuracy >= 0.90, f"held-out accuracy {accuracy:.1%}; misses:\n{report}"
 
 
-def _eval_cases() -> list[tuple[str, str]]:
-    if not EVAL_FILE.is_file():
-        pytest.fail(
-            f"the routing eval file is missing: expected {EVAL_FILE} "
-            "(shared/eval/routing.jsonl beside the repository root)"
-        )
-    cases = []
-    for line in EVAL_FILE.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            cases.append((str(row["prompt"]), str(row["intent"])))
-    return cases
-
-
-def test_eval_file_accuracy() -> None:
-    cases = _eval_cases()
-    assert cases, f"{EVAL_FILE} has no cases"
+def test_eval_file_accuracy(routing_eval_cases: list[tuple[str, str]]) -> None:
+    cases = routing_eval_cases
+    assert cases, "the routing evaluation set has no cases"
     assert {want for _, want in cases} <= set(INTENTS)
     misses = [(p, want, classify(p).intent) for p, want in cases if classify(p).intent != want]
     accuracy = 1 - len(misses) / len(cases)
