@@ -155,9 +155,14 @@ def _show(bar: Progress, task: TaskID, event: ProgressEvent) -> None:
 
 
 def _copy_out(finished: Finished, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    for path in (*finished.files, *([finished.grid] if finished.grid else [])):
-        shutil.copyfile(path, out / path.name)
+    """Copies into --out; the generation stays under the data dir whatever happens here."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for path in (*finished.files, *([finished.grid] if finished.grid else [])):
+            shutil.copyfile(path, out / path.name)
+    except OSError as exc:
+        folder = finished.files[0].parent if finished.files else "the data dir"
+        fail(f"cannot write to {out}: {exc.strerror or exc}; the images are kept in {folder}")
 
 
 def _print_finished(finished: Finished, out: Path) -> None:

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from bot.character_desk import Actor, CharacterDesk
-from bot.cli_common import LOCAL_SERVER, character_desk, console, fail, load_settings, run
+from bot.cli_common import LOCAL_SERVER, character_desk, console, fail, load_settings, run, write_file
 from bot.settings import BotSettings
 from characters.store import Character
 
@@ -96,7 +96,7 @@ def show(
     character, face = _with_desk(lambda desk, actor: desk.show(actor, name), server)
     console.print(f"{_describe(character)}\n  id {character.id}, owner {character.owner_id}")
     if crop is not None:
-        crop.write_bytes(face)
+        write_file(crop, face)
         console.print(f"face crop: {crop}")
 
 
@@ -173,5 +173,5 @@ def import_character(
 def export(name: str, out: Path, server: Server = LOCAL_SERVER) -> None:
     """Write a character's portable card (PNG) to OUT."""
     card = _with_desk(lambda desk, actor: desk.export_card(actor, name), server)
-    out.write_bytes(card)
+    write_file(out, card)
     console.print(f"wrote the card of @{name} to {out}")

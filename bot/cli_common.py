@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -74,6 +75,15 @@ def catalog_for(settings: SharedSettings) -> Catalog:
 
 
 LOCAL_SERVER = "local"
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write an output the user asked for; a path that cannot be written ends in one clear line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}; pick another path")
 
 
 def cli_origin(server: str) -> Origin:

@@ -24,10 +24,6 @@ class UnknownProfile(UserError):
     """`--engine NAME` names no profile in the catalog."""
 
 
-class GenerationNotFound(UserError):
-    """A generation id that this server never made (or that was deleted)."""
-
-
 class JobFailed(UserError):
     """The job ran and failed; the message carries the worker's reason."""
 

@@ -130,9 +130,6 @@ class Studio:
         self.job_wait_s = job_wait_s
         self._seed_source = seed_source
 
-    def plan(self, text: str) -> tuple[PortraitRequest, Route]:
-        return plan_portrait(text, self.catalog)
-
     async def portrait(self, origin: Origin, text: str) -> Submission:
         """Record a /portrait request in the ledger, then enqueue it. Raises UserError for bad input."""
         request = parse_portrait(text)

@@ -89,7 +89,6 @@ class Device:
 class Resident:
     pipeline: Any
     memory_gb: float
-    loaded_in_s: float
 
 
 class PipelineCache:
@@ -120,7 +119,7 @@ class PipelineCache:
             started = time.perf_counter()
             pipeline = self._load(checkpoint, family)
             took = time.perf_counter() - started
-            self._resident[checkpoint] = Resident(pipeline, memory_gb, took)
+            self._resident[checkpoint] = Resident(pipeline, memory_gb)
             self.loads[checkpoint] = self.loads.get(checkpoint, 0) + 1
             log.info("loaded %s in %.1fs on %s", checkpoint, took, self.device.name)
             return pipeline, took

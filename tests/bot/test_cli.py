@@ -71,6 +71,11 @@ def test_bad_input_exits_2_with_a_clear_message(shared_data_dir: Path, tmp_path:
     assert "--ar 7:3 is not supported; use one of 1:1" in done.stderr
     not_png = tmp_path / "note.txt"
     not_png.write_text("hello")
+    blocked = likeness("generate", "a portrait --n 1 --steps 1", "--out", str(not_png), env=env)
+    assert blocked.returncode == 2
+    assert f"cannot write to {not_png}" in blocked.stderr
+    assert "the images are kept in" in blocked.stderr
+    assert "Traceback" not in blocked.stderr
     done = likeness("rerun", str(not_png), env=env)
     assert done.returncode == 2
     assert "carries no Likeness recipe" in done.stderr
