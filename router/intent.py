@@ -544,32 +544,12 @@ _CAPS_VERB_BEFORE = re.compile(
 # subtree. Cues are identified afterwards, only for the few phrases found, by one memoized fullmatch.
 
 
-def _split_top(pattern: str) -> list[str]:
-    """`a|b(?:c|d)|e` -> `["a", "b(?:c|d)", "e"]`: split on `|` outside groups and character classes."""
-    parts: list[str] = []
-    depth, i, cur = 0, 0, 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == "[":
-            i = pattern.index("]", i + 1) + 1
-            continue
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "|" and depth == 0:
-            parts.append(pattern[cur:i])
-            cur = i + 1
-        i += 1
-    parts.append(pattern[cur:])
-    return parts
+def _structure(pattern: str) -> list[tuple[int, str, int]]:
+    """(index, char, depth) of each `(`, `)` and `|` of a regex, skipping escapes and character classes.
 
-
-def _group_end(pattern: str) -> int:
-    """Index of the `)` closing the group that opens at index 0."""
+    `depth` is the group depth after an opening and before a closing parenthesis.
+    """
+    found: list[tuple[int, str, int]] = []
     depth, i = 0, 0
     while i < len(pattern):
         char = pattern[i]
@@ -581,11 +561,32 @@ def _group_end(pattern: str) -> int:
             continue
         if char == "(":
             depth += 1
+            found.append((i, char, depth))
         elif char == ")":
+            found.append((i, char, depth))
             depth -= 1
-            if depth == 0:
-                return i
+        elif char == "|":
+            found.append((i, char, depth))
         i += 1
+    return found
+
+
+def _split_top(pattern: str) -> list[str]:
+    """`a|b(?:c|d)|e` -> `["a", "b(?:c|d)", "e"]`: split on `|` outside groups and character classes."""
+    parts, start = [], 0
+    for i, char, depth in _structure(pattern):
+        if char == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+    parts.append(pattern[start:])
+    return parts
+
+
+def _group_end(pattern: str) -> int:
+    """Index of the `)` closing the group that opens at index 0."""
+    for i, char, depth in _structure(pattern):
+        if char == ")" and depth == 1:
+            return i
     raise ValueError(f"unbalanced group in {pattern!r}")
 
 
