@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import shutil
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Annotated, Any
@@ -111,19 +112,7 @@ def generate(
 
 
 async def _generate(settings: BotSettings, text: str, out: Path, origin: Origin) -> Finished:
-    async with AsyncExitStack() as stack:
-        studio = await _studio(stack, settings)
-        submission = await studio.portrait(origin, text)
-        console.print(
-            Text.assemble(
-                (submission.generation_id, "bold"), f" → {submission.profile}: ", submission.reasons
-            )
-        )
-        await _follow(submission)
-        finished = await studio.finish(submission)
-        _copy_out(finished, out)
-        await studio.delivered(finished.generation_id)
-        return finished
+    return await _make(settings, out, lambda studio: studio.portrait(origin, text))
 
 
 async def _follow(submission: Submission) -> None:
@@ -169,13 +158,18 @@ def _print_finished(finished: Finished, out: Path) -> None:
     for notice in finished.notices:
         errors.print(Text.assemble(("note: ", "yellow"), notice))
     console.print(finished.caption)
-    for path, seed in zip(finished.files, finished.seeds, strict=False):
-        console.print(f"  {out / path.name}  (seed {seed})")
+    if finished.kind == "animate":
+        for path in finished.files:
+            what = "video" if path.suffix == ".mp4" else "preview"
+            console.print(f"  {out / path.name}  ({what}, seed {finished.seeds[0]})")
+        what = "animation"
+    else:
+        for path, seed in zip(finished.files, finished.seeds, strict=False):
+            console.print(f"  {out / path.name}  (seed {seed})")
+        what = f"{len(finished.files)} image(s)"
     if finished.grid:
         console.print(f"  {out / finished.grid.name}  (grid)")
-    console.print(
-        f"generation [bold]{finished.generation_id}[/bold]: {len(finished.files)} image(s) in {out}/"
-    )
+    console.print(f"generation [bold]{finished.generation_id}[/bold]: {what} in {out}/")
 
 
 @app.command()
@@ -199,14 +193,101 @@ def rerun(
 
 
 async def _rerun(settings: BotSettings, old: JobSpec, out: Path) -> Finished:
+    return await _make(settings, out, lambda studio: studio.rerun(cli_origin(LOCAL_SERVER), old))
+
+
+async def _make(
+    settings: BotSettings, out: Path, submit: Callable[[Studio], Awaitable[Submission]]
+) -> Finished:
+    """Submit through a Studio, follow the job, copy its files to `out`, and mark it delivered."""
     async with AsyncExitStack() as stack:
         studio = await _studio(stack, settings)
-        submission = await studio.rerun(cli_origin(LOCAL_SERVER), old)
+        submission = await submit(studio)
+        console.print(
+            Text.assemble(
+                (submission.generation_id, "bold"), f" → {submission.profile}: ", submission.reasons
+            )
+        )
         await _follow(submission)
         finished = await studio.finish(submission)
         _copy_out(finished, out)
         await studio.delivered(finished.generation_id)
         return finished
+
+
+GenerationArg = Annotated[str, typer.Argument(help="A generation id such as g_3k9x2c7q1m4z.")]
+IndexArg = Annotated[int, typer.Argument(help="Which variation of it, from 1.")]
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="Folder for the new files.")]
+ServerOption = Annotated[str, typer.Option(help="The server the generation belongs to.")]
+
+
+@app.command()
+def vary(
+    generation: GenerationArg,
+    index: IndexArg,
+    strong: Annotated[
+        bool, typer.Option("--strong", help="Vary strongly (0.7) rather than subtly (0.35).")
+    ] = False,
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", help="Remix: an edited prompt (its @names and --no count).")
+    ] = None,
+    out: OutOption = Path("out"),
+    server: ServerOption = LOCAL_SERVER,
+) -> None:
+    """Four new variations of one variation: same prompt and engine, new seeds (V1–V4)."""
+    log_to_stderr(logging.WARNING)
+    settings = load_settings(BotSettings)
+    origin = cli_origin(server)
+    finished = run(
+        _make(
+            settings, out, lambda studio: studio.vary(origin, generation, index, strong=strong, remix=prompt)
+        )
+    )
+    _print_finished(finished, out)
+
+
+@app.command()
+def upscale(
+    generation: GenerationArg,
+    index: IndexArg,
+    x: Annotated[int, typer.Option("--x", help="Factor: 2 or 4 (up to a 4096 px long edge).")] = 2,
+    out: OutOption = Path("out"),
+    server: ServerOption = LOCAL_SERVER,
+) -> None:
+    """Enlarge one variation 2× or 4× with the deployment's upscaler (U1–U4, then Upscale)."""
+    log_to_stderr(logging.WARNING)
+    settings = load_settings(BotSettings)
+    origin = cli_origin(server)
+    finished = run(_make(settings, out, lambda studio: studio.upscale(origin, generation, index, factor=x)))
+    _print_finished(finished, out)
+
+
+@app.command()
+def animate(
+    generation: GenerationArg,
+    index: IndexArg,
+    seconds: Annotated[
+        float | None, typer.Option(help="Length; default: as many frames as the video model makes.")
+    ] = None,
+    fps: Annotated[int | None, typer.Option(help="Frames per second (default: the profile's).")] = None,
+    motion: Annotated[
+        str | None, typer.Option(help="Motion strength: low, medium, high, or 1–255 (127 default).")
+    ] = None,
+    out: OutOption = Path("out"),
+    server: ServerOption = LOCAL_SERVER,
+) -> None:
+    """Turn one variation into a short video: an H.264 MP4 and an animated WebP preview."""
+    log_to_stderr(logging.WARNING)
+    settings = load_settings(BotSettings)
+    origin = cli_origin(server)
+    finished = run(
+        _make(
+            settings,
+            out,
+            lambda studio: studio.animate(origin, generation, index, seconds=seconds, fps=fps, motion=motion),
+        )
+    )
+    _print_finished(finished, out)
 
 
 @app.command()

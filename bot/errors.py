@@ -30,3 +30,8 @@ class JobFailed(UserError):
 
 class JobTimedOut(UserError):
     """No result came back in time: most often, no worker serves the profile's queue."""
+
+
+class GenerationRefused(UserError):
+    """A button or command names a generation it cannot act on: unknown here, from another server, not
+    finished, failed, or without the variation asked for."""

@@ -42,6 +42,13 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX generations_by_status ON generations (status, created_at);
     CREATE INDEX generations_by_server ON generations (platform, server_id, created_at);
     """,
+    # Vary, upscale and animate: each generation knows the variation it was made from.
+    """
+    ALTER TABLE generations ADD COLUMN kind TEXT NOT NULL DEFAULT 'txt2img';
+    ALTER TABLE generations ADD COLUMN parent_id TEXT REFERENCES generations (id);
+    ALTER TABLE generations ADD COLUMN parent_index INTEGER;
+    CREATE INDEX generations_by_parent ON generations (parent_id);
+    """,
 )
 
 
@@ -62,6 +69,13 @@ class Generation:
     result: dict[str, Any]
     created_at: float
     updated_at: float
+    kind: str = "txt2img"
+    parent_id: str | None = None
+    parent_index: int | None = None
+
+    def files(self) -> list[Path]:
+        """The result files of a finished generation: variations, an upscale, or an animation."""
+        return [Path(name) for name in self.result.get("files", [])]
 
 
 class Ledger:
@@ -107,12 +121,16 @@ class Ledger:
         spec: dict[str, Any],
         job_id: str,
         queue: str,
+        kind: str = "txt2img",
+        parent_id: str | None = None,
+        parent_index: int | None = None,
     ) -> None:
         now = time.time()
         async with self.connect() as db:
             await db.execute(
                 "INSERT INTO generations (id, platform, server_id, channel_id, user_id, request, route, spec,"
-                " job_id, queue, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " job_id, queue, status, created_at, updated_at, kind, parent_id, parent_index)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     generation_id,
                     platform,
@@ -127,6 +145,9 @@ class Ledger:
                     "recorded",
                     now,
                     now,
+                    kind,
+                    parent_id,
+                    parent_index,
                 ),
             )
 
@@ -162,6 +183,18 @@ class Ledger:
             row = await cursor.fetchone()
         return _generation(row) if row else None
 
+    async def lineage(self, generation_id: str) -> list[Generation]:
+        """The generation and its ancestors, newest first, back to the request that started it."""
+        chain: list[Generation] = []
+        current: str | None = generation_id
+        while current is not None and all(g.id != current for g in chain):
+            found = await self.get(current)
+            if found is None:
+                break
+            chain.append(found)
+            current = found.parent_id
+        return chain
+
     async def open_generations(self) -> list[Generation]:
         """Generations not yet delivered or failed, oldest first: what a restart must pick up."""
         marks = ",".join("?" for _ in OPEN_STATUSES)
@@ -192,4 +225,7 @@ def _generation(row: aiosqlite.Row) -> Generation:
         result=json.loads(row["result"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        kind=row["kind"],
+        parent_id=row["parent_id"],
+        parent_index=row["parent_index"],
     )

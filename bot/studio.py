@@ -8,6 +8,7 @@ the platform accepted the post.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Sequence
@@ -15,15 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.buttons import Source, animate_spec, find_source, upscale_spec, vary_spec
 from bot.character_desk import CharacterDesk, CharacterRefused
 from bot.commands import PortraitRequest, parse_portrait
 from bot.errors import BadFlag, BadPrompt, JobFailed, JobTimedOut, UnknownProfile
 from bot.ledger import Ledger
 from characters.mentions import resolve_mentions
 from characters.store import Character, CharacterError
+from jobs.media import DISCORD_FILE_LIMIT
 from jobs.queue import JobHandle, Queue
 from jobs.spec import Adapter, InputImage, JobResult, JobSpec, Recipe, new_id
-from router.catalog import QUEUE_PREFIX, Catalog
+from router.catalog import QUEUE_PREFIX, Catalog, Profile
 from router.craft import realism_tips
 from router.route import Route, RouteError, route
 
@@ -65,11 +68,12 @@ class Finished:
     """A generation's files on disk and the words that go with them."""
 
     generation_id: str
-    files: tuple[Path, ...]
+    files: tuple[Path, ...]  # the variations (PNG), the upscale (PNG), or the animation (MP4, then preview)
     grid: Path | None
     seeds: tuple[int, ...]
     caption: str
     notices: tuple[str, ...]
+    kind: str = "txt2img"
 
 
 def plan_portrait(
@@ -91,9 +95,9 @@ def _route(request: PortraitRequest, catalog: Catalog, characters: Sequence[str]
         raise error(str(exc)) from exc
 
 
-def _adapter(chosen: Route, request: PortraitRequest, cast: Sequence[Character]) -> Adapter | None:
+def _adapter(profile: Profile, request: PortraitRequest, cast: Sequence[Character]) -> Adapter | None:
     """The identity adapter for a request with characters: --cw, else the weakest character default."""
-    reference = chosen.profile.ip_adapter
+    reference = profile.ip_adapter
     if not cast or reference is None:
         return None
     weight = request.character_weight if request.character_weight is not None else min(c.weight for c in cast)
@@ -121,8 +125,10 @@ class Studio:
         job_wait_s: float = 1800,
         seed_source: Callable[[], int] = random_seed,
         characters: CharacterDesk | None = None,
+        upload_bytes: int = DISCORD_FILE_LIMIT,
     ) -> None:
         self.characters = characters
+        self.upload_bytes = upload_bytes
         self.ledger = ledger
         self.catalog = catalog
         self.queue = queue
@@ -148,7 +154,7 @@ class Studio:
             width=params.width,
             height=params.height,
             seeds=tuple((seed + i) % SEED_LIMIT for i in range(request.count)),
-            adapter=_adapter(chosen, request, cast),
+            adapter=_adapter(chosen.profile, request, cast),
         )
         faces = await self.characters.faces(cast) if self.characters and cast else []
         spec = JobSpec(
@@ -176,22 +182,40 @@ class Studio:
             await self.characters.store.record_use([c.id for c in cast])
         return dataclasses.replace(submission, tips=realism_tips(request.prompt))
 
-    def _refill(self, inputs: tuple[InputImage, ...]) -> tuple[InputImage, ...]:
-        """Inputs that travelled as hashes get their bytes back from the character image store."""
+    def _refill(self, spec: JobSpec) -> tuple[InputImage, ...]:
+        """Inputs that travelled as hashes get their bytes back: faces from the character image store, a
+        source image from the generation it came from (checked against its hash)."""
         filled = []
-        for item in inputs:
+        for item in spec.inputs:
             if not item.data:
-                try:
-                    if self.characters is None:
-                        raise KeyError(item.sha256)
-                    item = item.model_copy(update={"data": self.characters.images.get(item.sha256)})
-                except (KeyError, ValueError):
+                data = self._source_bytes(spec) if item.role == "source" else self._face_bytes(item.sha256)
+                if data is None or hashlib.sha256(data).hexdigest() != item.sha256:
+                    what = "source image" if item.role == "source" else "character photo"
                     raise BadFlag(
-                        "this image was made with a character photo that is no longer on this deployment, "
+                        f"this image was made from a {what} that is no longer on this deployment, "
                         "so it cannot be made again"
-                    ) from None
+                    )
+                item = item.model_copy(update={"data": data})
             filled.append(item)
         return tuple(filled)
+
+    def _face_bytes(self, sha256: str) -> bytes | None:
+        if self.characters is None:
+            return None
+        try:
+            return self.characters.images.get(sha256)
+        except (KeyError, ValueError):
+            return None
+
+    def _source_bytes(self, spec: JobSpec) -> bytes | None:
+        if spec.parent is None:
+            return None
+        parent = spec.parent.generation_id
+        path = self.generations_dir / parent / f"{parent}_{spec.parent.index}.png"
+        try:
+            return path.read_bytes()
+        except OSError:
+            return None
 
     async def _cast(self, origin: Origin, request: PortraitRequest) -> tuple[str, tuple[Character, ...]]:
         """The prompt with its @mentions resolved to this server's characters, and those characters."""
@@ -210,10 +234,9 @@ class Studio:
         """A new generation from a recorded spec (e.g. the recipe embedded in a PNG): same pixels."""
         if old.recipe is None:
             raise BadFlag("this recipe has no image settings to re-run")
-        profile = self.catalog.get(old.recipe.profile)
-        queue = profile.queue_name if profile else QUEUE_PREFIX + old.recipe.profile
+        queue = self._queue_of(old.recipe.profile)
         spec = old.model_copy(
-            update={"generation_id": new_id("g"), "job_id": new_id("j"), "inputs": self._refill(old.inputs)}
+            update={"generation_id": new_id("g"), "job_id": new_id("j"), "inputs": self._refill(old)}
         )
         reasons = [f"re-run of {old.generation_id}"]
         seeds = ", ".join(str(spec.seed_of(index)) for index in spec.kept)
@@ -244,9 +267,12 @@ class Studio:
             user_id=origin.user_id,
             request=request,
             route=route_info,
-            spec=spec.model_dump(mode="json"),
+            spec=_for_ledger(spec).model_dump(mode="json"),
             job_id=spec.job_id,
             queue=queue,
+            kind=spec.kind,
+            parent_id=spec.parent.generation_id if spec.parent else None,
+            parent_index=spec.parent.index if spec.parent else None,
         )
         handle = await self.queue.submit(spec, queue, fast=fast)
         await self.ledger.set_status(spec.generation_id, "queued")
@@ -288,6 +314,7 @@ class Studio:
             await self.ledger.set_status(generation_id, "failed", error=result.error)
             raise JobFailed(f"generation {generation_id} failed: {result.error}")
         files, grid = self._keep(generation_id, result)
+        seeds = tuple(image.seed for image in result.images) or ((result.video.seed,) if result.video else ())
         await self.ledger.set_status(
             generation_id,
             "finished",
@@ -302,10 +329,148 @@ class Studio:
             generation_id=generation_id,
             files=files,
             grid=grid,
-            seeds=tuple(image.seed for image in result.images),
+            seeds=seeds,
             caption=submission.caption,
             notices=(*result.notices, *submission.tips),
+            kind=submission.spec.kind,
         )
+
+    # --- the result buttons: U k, Vary, Upscale, Animate ------------------------------------------------
+
+    async def _source(self, origin: Origin, generation_id: str, index: int, action: str) -> Source:
+        return await find_source(self.ledger, origin.platform, origin.server_id, generation_id, index, action)
+
+    async def variation(self, origin: Origin, generation_id: str, index: int) -> Path:
+        """U k: variation `index` of a generation, at full resolution (the file to post on its own)."""
+        return (await self._source(origin, generation_id, index, "select")).path
+
+    async def vary(
+        self,
+        origin: Origin,
+        generation_id: str,
+        index: int,
+        *,
+        strong: bool = False,
+        remix: str | None = None,
+    ) -> Submission:
+        """V k: new variations of variation `index`, subtle or strong; `remix` edits the prompt.
+
+        A remix reads the prompt, its @characters, --no and --seed of `remix`. With no @names the parent's
+        characters stay.
+        """
+        source = await self._source(origin, generation_id, index, "vary")
+        assert source.spec.recipe is not None
+        seed = self._seed_source()
+        prompt = negative = None
+        faces: tuple[InputImage, ...] | None = None
+        adapter = None
+        cast: tuple[Character, ...] = ()
+        if remix is not None:
+            request = parse_portrait(remix)
+            prompt, cast = await self._cast(origin, request)
+            negative = request.negative or None
+            seed = request.seed if request.seed is not None else seed
+            if cast:
+                profile = self.catalog.get(source.spec.recipe.profile)
+                if profile is None or profile.ip_adapter is None:
+                    names = ", ".join("@" + c.name for c in cast)
+                    raise BadPrompt(
+                        f"the remix names {names}, but {source.spec.recipe.profile} cannot keep a face; "
+                        "make a new /portrait with them instead"
+                    )
+                faces = tuple(
+                    InputImage(role="face", media_type="image/jpeg", data=data, sha256=sha)
+                    for sha, data in await self.characters.faces(cast)  # type: ignore[union-attr]
+                )
+                adapter = _adapter(profile, request, cast)
+        spec = vary_spec(
+            source,
+            strong=strong,
+            seed=seed,
+            prompt=prompt,
+            negative=negative,
+            faces=faces,
+            adapter=adapter,
+        )
+        how = "strong" if strong else "subtle"
+        reason = f"vary ({how}{', remix' if remix is not None else ''}) of {source.label}"
+        recipe = spec.recipe
+        assert recipe is not None
+        queue = self._queue_of(recipe.profile)
+        text = f"{spec.prompt} · seed {seed} · {recipe.profile} ({reason})"
+        route_info = {"profile": recipe.profile, "queue": queue, "reasons": [reason]}
+        request_info = {"vary": {"strong": strong, "remix": remix}, "parent": source.label}
+        submission = await self._submit(origin, spec, request_info, route_info, queue, text, reason)
+        if self.characters and cast:
+            await self.characters.store.record_use([c.id for c in cast])
+        return submission
+
+    async def upscale(self, origin: Origin, generation_id: str, index: int, *, factor: int = 2) -> Submission:
+        """Upscale 2× or 4× of variation `index`, up to a 4096 px long edge."""
+        source = await self._source(origin, generation_id, index, "upscale")
+        spec, choice = upscale_spec(source, self.catalog, factor=factor, seed=self._seed_source())
+        recipe = spec.recipe
+        assert recipe is not None
+        reasons = [f"upscaled {factor}× from {source.label}", *choice.reasons]
+        return await self._button_submit(
+            origin, source, spec, choice.profile.queue_name, reasons, {"factor": factor}
+        )
+
+    async def animate(
+        self,
+        origin: Origin,
+        generation_id: str,
+        index: int,
+        *,
+        seconds: float | None = None,
+        fps: int | None = None,
+        motion: int | str | None = None,
+    ) -> Submission:
+        """Animate variation `index`: an MP4 and an inline preview, each within the upload budget."""
+        source = await self._source(origin, generation_id, index, "animate")
+        spec, choice, plan = animate_spec(
+            source,
+            self.catalog,
+            seed=self._seed_source(),
+            max_bytes=self.upload_bytes,
+            seconds=seconds,
+            fps=fps,
+            motion=motion,
+        )
+        reasons = [
+            f"animated from {source.label}: {plan.frames} frames at {plan.fps} fps ({plan.seconds:.1f} s), "
+            f"motion {plan.motion}",
+            *choice.reasons,
+        ]
+        asked = {"seconds": seconds, "fps": fps, "motion": motion}
+        return await self._button_submit(origin, source, spec, choice.profile.queue_name, reasons, asked)
+
+    async def _button_submit(
+        self,
+        origin: Origin,
+        source: Source,
+        spec: JobSpec,
+        queue: str,
+        reasons: list[str],
+        asked: dict[str, Any],
+    ) -> Submission:
+        recipe = spec.recipe
+        assert recipe is not None
+        # The portrait profile at the root of the chain: what an upscale of this upscale is matched to.
+        origin_profile = source.generation.route.get("origin_profile") or source.spec.recipe.profile  # type: ignore[union-attr]
+        route_info = {
+            "profile": recipe.profile,
+            "queue": queue,
+            "reasons": reasons,
+            "origin_profile": origin_profile,
+        }
+        text = f"{spec.prompt} · seed {recipe.seeds[0]} · {recipe.profile} ({'; '.join(reasons)})"
+        request_info = {spec.kind: asked, "parent": source.label}
+        return await self._submit(origin, spec, request_info, route_info, queue, text, "; ".join(reasons))
+
+    def _queue_of(self, profile_name: str) -> str:
+        profile = self.catalog.get(profile_name)
+        return profile.queue_name if profile else QUEUE_PREFIX + profile_name
 
     async def delivered(self, generation_id: str) -> None:
         await self.ledger.set_status(generation_id, "delivered")
@@ -318,11 +483,27 @@ class Studio:
             path = folder / f"{generation_id}_{image.index}.png"
             _write_atomically(path, image.png)
             files.append(path)
+        if result.video is not None:
+            video = folder / f"{generation_id}.mp4"
+            _write_atomically(video, result.video.mp4)
+            extension = "gif" if result.video.preview_type == "image/gif" else "webp"
+            preview = folder / f"{generation_id}_preview.{extension}"
+            _write_atomically(preview, result.video.preview)
+            files += [video, preview]
         grid = None
         if result.grid is not None:
             grid = folder / f"{generation_id}_grid.png"
             _write_atomically(grid, result.grid)
         return tuple(files), grid
+
+
+def _for_ledger(spec: JobSpec) -> JobSpec:
+    """What the ledger keeps of a spec: a source image is already on disk (its parent's file), so only its
+    hash is recorded; face crops are small and kept, since a character may be deleted later."""
+    inputs = tuple(
+        item.model_copy(update={"data": b""}) if item.role == "source" else item for item in spec.inputs
+    )
+    return spec.model_copy(update={"inputs": inputs})
 
 
 def route_record(chosen: Route) -> dict[str, Any]:

@@ -87,8 +87,17 @@ def a1111_parameters(spec: JobSpec, index: int) -> str:
         ("Seed", str(seed)),
         ("Size", f"{recipe.width}x{recipe.height}"),
         ("Model", _model_name(recipe)),
-        ("Version", f"likeness {LIKENESS_VERSION}"),
     ]
+    if recipe.strength is not None:
+        fields.append(("Denoising strength", _number(recipe.strength)))
+    if recipe.upscale is not None:
+        fields += [
+            ("Postprocess upscale by", str(recipe.upscale.factor)),
+            ("Postprocess upscaler", recipe.profile),
+        ]
+    if spec.parent is not None:
+        fields.append(("Likeness parent", f"{spec.parent.describe()} ({spec.kind})"))
+    fields.append(("Version", f"likeness {LIKENESS_VERSION}"))
     settings = ", ".join(f"{key}: {_quote(value)}" for key, value in fields)
     negative = f"\nNegative prompt: {spec.negative}" if spec.negative else ""
     return f"{spec.prompt}{negative}\n{settings}"

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,7 @@ class Device:
 class Resident:
     pipeline: Any
     memory_gb: float
+    derived: dict[str, Any] = field(default_factory=dict)
 
 
 class PipelineCache:
@@ -134,18 +135,44 @@ class PipelineCache:
             if self.device.name == "cuda":
                 torch.cuda.empty_cache()
 
+    def derived(self, checkpoint: str, name: str, make: Callable[[Any], Any]) -> Any:
+        """A pipeline made from a resident one's components (e.g. its img2img twin), kept beside it.
+
+        Made once per resident pipeline and dropped with it; it shares the weights, so it costs no memory.
+        """
+        with self._lock:
+            resident = self._resident.get(checkpoint)
+            if resident is None:
+                raise KeyError(f"{checkpoint} is not resident; get() it first")
+            if name not in resident.derived:
+                pipeline = make(resident.pipeline)
+                pipeline.set_progress_bar_config(disable=True)
+                resident.derived[name] = pipeline
+            return resident.derived[name]
+
     def _load(self, checkpoint: str, family: str) -> Any:
         import diffusers
 
-        if checkpoint.startswith(TINY_PREFIX):
-            source: str | Path = ensure_tiny_pipeline(checkpoint[len(TINY_PREFIX) :], self.models_dir)
-        else:
-            source = checkpoint
+        source = _local_source(checkpoint, self.models_dir)
         path = Path(str(source)).expanduser()
+        if family == "esrgan":
+            from jobs.upscale import load_esrgan
+
+            if not path.is_file():
+                raise WeightsMissing(
+                    f"ESRGAN weights {path} are not on this worker; put the .pth or .safetensors file there "
+                    "or fix the profile's checkpoint in models.toml"
+                )
+            try:
+                return load_esrgan(path, self.device.name, self.device.dtype)
+            except ValueError as exc:
+                raise CannotRun(f"{checkpoint}: {exc}") from exc
         try:
             if path.suffix == ".safetensors":
                 if not path.is_file():
                     raise WeightsMissing(f"checkpoint file {path} does not exist on this worker")
+                if family not in _SINGLE_FILE_CLASSES:
+                    raise CannotRun(f"{checkpoint}: a {family} checkpoint must be a diffusers folder")
                 cls = getattr(diffusers, _SINGLE_FILE_CLASSES[family])
                 pipeline = cls.from_single_file(str(path), dtype=self.device.dtype)
             else:
@@ -166,11 +193,31 @@ class PipelineCache:
         return pipeline.to(self.device.name)
 
 
+def _local_source(checkpoint: str, models_dir: Path) -> str | Path:
+    """Where a checkpoint loads from: the tiny models are built under the data dir on first use."""
+    if not checkpoint.startswith(TINY_PREFIX):
+        return checkpoint
+    name = checkpoint[len(TINY_PREFIX) :]
+    if name == "sd-upscale":
+        from jobs.upscale import ensure_tiny_upscaler
+
+        return ensure_tiny_upscaler(models_dir)
+    if name == "esrgan":
+        from jobs.upscale import ensure_tiny_esrgan
+
+        return ensure_tiny_esrgan(models_dir)
+    if name == "svd":
+        from jobs.animate import ensure_tiny_svd
+
+        return ensure_tiny_svd(models_dir)
+    return ensure_tiny_pipeline(name, models_dir)
+
+
 def set_scheduler(pipeline: Any, name: str) -> None:
     """Swap the pipeline's scheduler for the recipe's (same config, other algorithm)."""
     import diffusers
 
-    if type(pipeline.scheduler).__name__ == name:
+    if not name or type(pipeline.scheduler).__name__ == name:  # "" keeps the pipeline's own
         return
     cls = getattr(diffusers, name, None)
     if cls is None or not hasattr(cls, "from_config"):
@@ -193,9 +240,55 @@ def txt2img(
     Generators live on the CPU so a seed gives the same starting noise on any device, and variation k
     can be reproduced alone from seeds[k-1].
     """
+    size = {"width": recipe.width, "height": recipe.height}
+    return _batched(pipeline, prompt, negative, recipe, on_step, recipe.steps, {**size, **(extra or {})})
+
+
+def img2img_steps(steps: int, strength: float) -> int:
+    """The denoising steps an img2img call really runs: diffusers skips the first (1 - strength)."""
+    return min(int(steps * strength), steps)
+
+
+def img2img(
+    pipeline: Any,
+    prompt: str,
+    negative: str,
+    recipe: Recipe,
+    image: Any,
+    on_step: Callable[[int, int], None],
+    extra: Mapping[str, Any] | None = None,
+) -> list[Any]:
+    """Vary: all variations of `image` as one batched img2img call, `recipe.strength` away from it.
+
+    `pipeline` is an img2img pipeline (see `PipelineCache.derived`); the image is brought to the recipe's
+    size first.
+    """
+    if recipe.strength is None:
+        raise ValueError("an img2img recipe sets `strength`")
+    total = img2img_steps(recipe.steps, recipe.strength)
+    if total < 1:
+        raise CannotRun(
+            f"{recipe.steps} steps at strength {recipe.strength:g} leave nothing to denoise; use more steps"
+        )
+    if image.size != (recipe.width, recipe.height):
+        from PIL import Image
+
+        image = image.resize((recipe.width, recipe.height), Image.Resampling.LANCZOS)
+    call = {"image": image, "strength": recipe.strength, **(extra or {})}
+    return _batched(pipeline, prompt, negative, recipe, on_step, total, call)
+
+
+def _batched(
+    pipeline: Any,
+    prompt: str,
+    negative: str,
+    recipe: Recipe,
+    on_step: Callable[[int, int], None],
+    total: int,
+    extra: Mapping[str, Any],
+) -> list[Any]:
     set_scheduler(pipeline, recipe.scheduler)
     generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in recipe.seeds]
-    total = recipe.steps
 
     def step_end(_pipe: Any, step: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         on_step(step + 1, total)
@@ -205,8 +298,6 @@ def txt2img(
         "prompt": prompt,
         "num_inference_steps": recipe.steps,
         "guidance_scale": recipe.cfg,
-        "width": recipe.width,
-        "height": recipe.height,
         "num_images_per_prompt": len(recipe.seeds),
         "generator": generators,
         "callback_on_step_end": step_end,
@@ -214,7 +305,7 @@ def txt2img(
     }
     if negative:
         call["negative_prompt"] = negative
-    call.update(extra or {})
+    call.update(extra)
     with torch.inference_mode():
         output = pipeline(**call)
     return list(output.images)

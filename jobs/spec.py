@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SPEC_VERSION = 1
 
-JobKind = Literal["txt2img", "noop"]
+JobKind = Literal["txt2img", "vary", "upscale", "animate", "noop"]
+# Kinds that start from an image of an earlier generation (carried as the `source` input).
+FROM_IMAGE_KINDS: tuple[str, ...] = ("vary", "upscale", "animate")
 
 
 def new_id(prefix: str) -> str:
@@ -38,6 +40,29 @@ class Adapter(_Plain):
     scale: float = Field(default=1.0, ge=0.0, le=2.0, description="adapter scale: --cw / 100")
 
 
+class UpscaleRecipe(_Plain):
+    """How an upscale job enlarges its source image: the factor and the tiling that bounds memory."""
+
+    factor: Literal[2, 4]
+    tile: int = Field(ge=32, le=2048, description="input pixels per tile side")
+    overlap: int = Field(ge=0, le=512, description="input pixels tiles share, blended across")
+    noise_level: int = Field(default=20, ge=0, le=1000, description="noise added to the low-res image")
+
+
+class MotionRecipe(_Plain):
+    """How an animate job moves its source image (Stable Video Diffusion's conditioning)."""
+
+    frames: int = Field(ge=2, le=128)
+    fps: int = Field(ge=1, le=60)
+    motion: int = Field(ge=1, le=255, description="motion_bucket_id: more is more movement (127 default)")
+    noise_aug: float = Field(default=0.02, ge=0.0, le=1.0)
+    min_cfg: float = Field(default=1.0, ge=0.0, le=50.0, description="guidance at the first frame")
+    decode_chunk: int = Field(default=8, ge=1, le=128, description="frames decoded at once (VAE memory)")
+    max_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=64 * 1024, description="upload budget for the MP4 and for the preview"
+    )
+
+
 class Recipe(_Plain):
     """How to make the images: everything but the words."""
 
@@ -53,6 +78,14 @@ class Recipe(_Plain):
         min_length=1, max_length=8, description="one seed per variation; variation k uses seeds[k-1]"
     )
     adapter: Adapter | None = Field(default=None, description="IP-Adapter for identity jobs; None = plain")
+    strength: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="vary: how far from the source image (0.35 subtle, 0.7 strong)",
+    )
+    upscale: UpscaleRecipe | None = None
+    motion: MotionRecipe | None = None
 
 
 class InputImage(_Plain):
@@ -62,10 +95,24 @@ class InputImage(_Plain):
     travel inside every picture made from it.
     """
 
-    role: str = Field(description="what the image is for: `face` (identity reference)")
+    role: str = Field(
+        description="what the image is for: `face` (identity reference) or `source` (the image a vary, "
+        "upscale or animate job starts from)"
+    )
     media_type: str = "image/png"
     data: bytes = b""
     sha256: str = Field(default="", description="content hash of `data`; how a re-run finds it again")
+
+
+class Parent(_Plain):
+    """The variation a vary, upscale or animate job starts from: how any result traces back to its request."""
+
+    generation_id: str
+    index: int = Field(ge=1)
+    kind: JobKind = "txt2img"
+
+    def describe(self) -> str:
+        return f"{self.generation_id} #{self.index}"
 
 
 class JobSpec(_Plain):
@@ -80,6 +127,7 @@ class JobSpec(_Plain):
     keep: tuple[int, ...] = Field(
         default=(), description="the variations (1-based) to return; empty = all of them"
     )
+    parent: Parent | None = Field(default=None, description="the variation this job starts from")
 
     @model_validator(mode="after")
     def _keep_names_variations(self) -> JobSpec:
@@ -88,6 +136,29 @@ class JobSpec(_Plain):
             if not 1 <= index <= count:
                 raise ValueError(f"keep names variation {index}, but the recipe makes {count}")
         return self
+
+    @model_validator(mode="after")
+    def _kind_has_what_it_needs(self) -> JobSpec:
+        if self.kind not in FROM_IMAGE_KINDS:
+            return self
+        if self.parent is None:
+            raise ValueError(f"a {self.kind} job names the variation it starts from (`parent`)")
+        if not any(item.role == "source" for item in self.inputs):
+            raise ValueError(f"a {self.kind} job carries its source image as an input with role `source`")
+        recipe = self.recipe
+        if recipe is not None:
+            needs = {"vary": recipe.strength, "upscale": recipe.upscale, "animate": recipe.motion}
+            field = {"vary": "strength", "upscale": "upscale", "animate": "motion"}[self.kind]
+            if needs[self.kind] is None:
+                raise ValueError(f"a {self.kind} job's recipe sets `{field}`")
+        return self
+
+    def source(self) -> InputImage:
+        """The image a vary, upscale or animate job starts from."""
+        for item in self.inputs:
+            if item.role == "source":
+                return item
+        raise ValueError(f"job {self.job_id} ({self.kind}) has no source image")
 
     @property
     def kept(self) -> tuple[int, ...]:
@@ -137,6 +208,19 @@ class ResultImage(_Plain):
     png: bytes = Field(description="PNG with the recipe embedded (A1111 `parameters` + `likeness` JSON)")
 
 
+class ResultVideo(_Plain):
+    """An animation: the H.264 MP4 and a preview (animated WebP, or GIF) for inline display."""
+
+    seed: int
+    width: int
+    height: int
+    frames: int
+    fps: int
+    mp4: bytes
+    preview: bytes
+    preview_type: str = Field(description="media type of the preview: image/webp or image/gif")
+
+
 class JobResult(_Plain):
     version: int = SPEC_VERSION
     job_id: str
@@ -145,6 +229,7 @@ class JobResult(_Plain):
     error: str = Field(default="", description="why the job failed, fit to show a user")
     images: tuple[ResultImage, ...] = ()
     grid: bytes | None = Field(default=None, description="contact sheet of the variations (PNG)")
+    video: ResultVideo | None = Field(default=None, description="the animation of an animate job")
     worker: str = ""
     timings: dict[str, float] = Field(
         default_factory=dict, description="seconds per phase: load, run, encode"

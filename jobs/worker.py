@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from arq.constants import result_key_prefix
@@ -28,7 +29,15 @@ from jobs.identity import (
     no_identity_kwargs,
     tiny_adapter_source,
 )
-from jobs.pipelines import CannotRun, Device, PipelineCache, WeightsMissing, quiet_libraries, txt2img
+from jobs.pipelines import (
+    CannotRun,
+    Device,
+    PipelineCache,
+    WeightsMissing,
+    img2img,
+    quiet_libraries,
+    txt2img,
+)
 from jobs.queue import ARQ_FUNCTION, EventPublisher, arq_redis_settings, publish_event
 from jobs.settings import WorkerSettings
 from jobs.spec import (
@@ -38,11 +47,13 @@ from jobs.spec import (
     ProgressEvent,
     Recipe,
     ResultImage,
+    ResultVideo,
     new_id,
     pack,
     unpack,
 )
 from router.catalog import TINY_PREFIX, Catalog
+from router.engines import default_worker_profiles
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +66,19 @@ TINY_NOTICE = (
     "{profile} is a tiny random-weight model: its images are noise. "
     "Configure real checkpoints in models.toml (README, section Models)."
 )
+LANCZOS_NOTICE = (
+    "upscaled with Lanczos resampling: no upscale model is configured here, so no detail was added "
+    "(README, section Models)"
+)
+
+
+@dataclass
+class Made:
+    """What the device made for one job, before encoding: images, or the frames of an animation."""
+
+    images: list[Any]
+    timings: dict[str, float]
+    frames: list[Any] | None = None
 
 
 class JobRunner:
@@ -73,11 +97,18 @@ class JobRunner:
         self.current_job: str | None = None
 
     async def preload(self, profile_names: list[str]) -> None:
-        """Load the pipelines of these profiles now, so the first user does not wait for them."""
+        """Load these profiles' pipelines now, in order while they fit the memory budget, so the first
+        user does not wait for them; the rest load on first use."""
+        used = 0.0
         for name in profile_names:
             profile = self.catalog.get(name)
-            if profile is not None:
-                await asyncio.to_thread(self.cache.get, profile.checkpoint, profile.family, profile.memory_gb)
+            if profile is None or profile.family == "lanczos":
+                continue
+            if used + profile.memory_gb > self.cache.budget_gb:
+                log.info("not preloading %s: it would not fit the %.1f GB budget", name, self.cache.budget_gb)
+                continue
+            used += profile.memory_gb
+            await asyncio.to_thread(self.cache.get, profile.checkpoint, profile.family, profile.memory_gb)
 
     async def run(self, spec: JobSpec, progress: ProgressSink) -> JobResult:
         """Run `spec`; failures come back as a JobResult with a reason, never as an exception."""
@@ -96,11 +127,11 @@ class JobRunner:
                 self.current_job = spec.job_id
                 try:
                     progress(ProgressEvent(job_id=spec.job_id, state="started"))
-                    images, timings = await asyncio.to_thread(self._generate, spec, spec.recipe, from_thread)
+                    made = await asyncio.to_thread(self._make, spec, spec.recipe, from_thread)
                 finally:
                     self.current_job = None
             progress(ProgressEvent(job_id=spec.job_id, state="encoding"))
-            return await asyncio.to_thread(self._encode, spec, images, timings)
+            return await asyncio.to_thread(self._encode, spec, made)
         except CannotRun as exc:
             return self._failed(spec, str(exc))
         except Exception:
@@ -117,25 +148,89 @@ class JobRunner:
             job_id=spec.job_id, generation_id=spec.generation_id, ok=False, error=reason, worker=self.name
         )
 
-    def _generate(
-        self, spec: JobSpec, recipe: Recipe, progress: ProgressSink
-    ) -> tuple[list[Any], dict[str, float]]:
+    def _pipeline(self, spec: JobSpec, recipe: Recipe, progress: ProgressSink) -> tuple[Any, float]:
         profile = self.catalog.get(recipe.profile)
         memory = profile.memory_gb if profile else DEFAULT_MEMORY_GB
-        timings: dict[str, float] = {}
         if recipe.checkpoint not in self.cache.resident:
             progress(ProgressEvent(job_id=spec.job_id, state="loading", message=recipe.checkpoint))
-        pipeline, timings["load"] = self.cache.get(recipe.checkpoint, recipe.family, memory)
+        return self.cache.get(recipe.checkpoint, recipe.family, memory)
 
-        extra = self._identity(pipeline, spec, recipe)
+    def _make(self, spec: JobSpec, recipe: Recipe, progress: ProgressSink) -> Made:
+        """Run the job's model on the device: txt2img and vary give images, upscale one, animate frames."""
+        timings: dict[str, float] = {"load": 0.0}
 
         def on_step(step: int, total: int) -> None:
             progress(ProgressEvent(job_id=spec.job_id, state="step", step=step, total=total))
 
+        pipeline = None
+        if recipe.family != "lanczos":
+            pipeline, timings["load"] = self._pipeline(spec, recipe, progress)
+        source = _decode_image(spec.source().data) if spec.kind in ("vary", "upscale", "animate") else None
         started = time.perf_counter()
-        images = txt2img(pipeline, spec.prompt, spec.negative, recipe, on_step, extra)
+        made = Made(images=[], timings=timings)
+        if spec.kind == "upscale":
+            made.images = [self._upscale(pipeline, spec, recipe, source, on_step)]
+        elif spec.kind == "animate":
+            made.frames = self._animate(pipeline, recipe, source, on_step)
+        else:
+            extra = self._identity(pipeline, spec, recipe)
+            if spec.kind == "vary":
+                from diffusers import AutoPipelineForImage2Image
+
+                twin = self.cache.derived(recipe.checkpoint, "img2img", AutoPipelineForImage2Image.from_pipe)
+                made.images = img2img(twin, spec.prompt, spec.negative, recipe, source, on_step, extra)
+            else:
+                made.images = txt2img(pipeline, spec.prompt, spec.negative, recipe, on_step, extra)
         timings["run"] = time.perf_counter() - started
-        return images, timings
+        return made
+
+    def _upscale(
+        self, engine: Any, spec: JobSpec, recipe: Recipe, source: Any, on_step: Callable[[int, int], None]
+    ) -> Any:
+        from jobs.upscale import UpscaleParams, upscale
+
+        if recipe.upscale is None:
+            raise CannotRun(f"upscale job {spec.job_id} has no upscale settings")
+        params = UpscaleParams(
+            factor=recipe.upscale.factor,
+            tile=recipe.upscale.tile,
+            overlap=recipe.upscale.overlap,
+            steps=recipe.steps,
+            cfg=recipe.cfg,
+            noise_level=recipe.upscale.noise_level,
+            seed=recipe.seeds[0],
+            prompt=spec.prompt,
+            negative=spec.negative,
+        )
+        image = upscale(engine, recipe.family, source, params, on_step)
+        if image.size != (recipe.width, recipe.height):
+            raise CannotRun(
+                f"the upscale came out {image.width}×{image.height}, not {recipe.width}×{recipe.height}"
+            )
+        return image
+
+    def _animate(
+        self, pipeline: Any, recipe: Recipe, source: Any, on_step: Callable[[int, int], None]
+    ) -> Any:
+        from jobs.animate import MotionParams, animate
+
+        motion = recipe.motion
+        if motion is None:
+            raise CannotRun("this animate job has no motion settings")
+        params = MotionParams(
+            width=recipe.width,
+            height=recipe.height,
+            frames=motion.frames,
+            fps=motion.fps,
+            motion=motion.motion,
+            noise_aug=motion.noise_aug,
+            steps=recipe.steps,
+            min_cfg=motion.min_cfg,
+            max_cfg=recipe.cfg,
+            decode_chunk=motion.decode_chunk,
+            seed=recipe.seeds[0],
+        )
+        return animate(pipeline, source, params, on_step)
 
     def _identity(self, pipeline: Any, spec: JobSpec, recipe: Recipe) -> dict[str, Any]:
         """Pipeline-call arguments for the job's reference faces, or for none.
@@ -144,7 +239,7 @@ class JobRunner:
         without faces passes zero embeddings at scale 0, which gives exactly the pixels of a pipeline
         that never had the adapter.
         """
-        faces = [_decode_face(item.data) for item in spec.inputs if item.role == "face"]
+        faces = [_decode_image(item.data) for item in spec.inputs if item.role == "face"]
         batch = len(recipe.seeds)
         if not faces:
             return no_identity_kwargs(pipeline, batch)
@@ -168,45 +263,89 @@ class JobRunner:
             raise CannotRun(f"{recipe.profile}: {exc}") from exc
         return identity_kwargs(pipeline, faces, adapter.scale, batch)
 
-    def _encode(self, spec: JobSpec, images: list[Any], timings: dict[str, float]) -> JobResult:
+    def _encode(self, spec: JobSpec, made: Made) -> JobResult:
         from jobs.media import contact_grid, encode_png, png_bytes
 
         started = time.perf_counter()
-        kept = [(index, images[index - 1]) for index in spec.kept]
-        # zlib releases the GIL: the PNGs encode in parallel.
-        with ThreadPoolExecutor(max_workers=len(kept) + 1, thread_name_prefix="likeness-png") as pool:
-            grid = pool.submit(lambda: png_bytes(contact_grid([image for _, image in kept])))
-            pngs = list(pool.map(lambda item: encode_png(item[1], spec, item[0]), kept))
-        results = tuple(
-            ResultImage(
-                index=index, seed=spec.seed_of(index), width=image.width, height=image.height, png=png
+        timings = made.timings
+        recipe = spec.recipe
+        video = None
+        results: tuple[ResultImage, ...] = ()
+        grid = None
+        if made.frames is not None:
+            video = self._encode_video(spec, made.frames)
+        else:
+            kept = [(index, made.images[index - 1]) for index in spec.kept]
+            # zlib releases the GIL: the PNGs encode in parallel.
+            with ThreadPoolExecutor(max_workers=len(kept) + 1, thread_name_prefix="likeness-png") as pool:
+                sheet = (
+                    pool.submit(lambda: png_bytes(contact_grid([image for _, image in kept])))
+                    if len(kept) > 1 or spec.kind in ("txt2img", "vary")
+                    else None
+                )
+                pngs = list(pool.map(lambda item: encode_png(item[1], spec, item[0]), kept))
+                grid = sheet.result() if sheet is not None else None
+            results = tuple(
+                ResultImage(
+                    index=index, seed=spec.seed_of(index), width=image.width, height=image.height, png=png
+                )
+                for (index, image), png in zip(kept, pngs, strict=True)
             )
-            for (index, image), png in zip(kept, pngs, strict=True)
-        )
         timings["encode"] = time.perf_counter() - started
         timings["total"] = sum(timings.values())
-        recipe = spec.recipe
-        notices = (
-            (TINY_NOTICE.format(profile=recipe.profile),)
-            if recipe is not None and recipe.checkpoint.startswith(TINY_PREFIX)
-            else ()
-        )
+        notices: tuple[str, ...] = ()
+        if recipe is not None and recipe.checkpoint.startswith(TINY_PREFIX):
+            notices = (TINY_NOTICE.format(profile=recipe.profile),)
+        elif recipe is not None and recipe.family == "lanczos":
+            notices = (LANCZOS_NOTICE,)
         return JobResult(
             job_id=spec.job_id,
             generation_id=spec.generation_id,
             ok=True,
             images=results,
-            grid=grid.result(),
+            grid=grid,
+            video=video,
             worker=self.name,
             timings=timings,
             notices=notices,
         )
 
+    def _encode_video(self, spec: JobSpec, frames: list[Any]) -> ResultVideo:
+        """The MP4 (its recipe in the `comment` tag) and the inline preview, each within the upload budget."""
+        from jobs.video import fit_preview, fit_video
 
-def _decode_face(data: bytes) -> Any:
+        recipe = spec.recipe
+        if recipe is None or recipe.motion is None:
+            raise CannotRun(f"animate job {spec.job_id} has no motion settings")
+        motion = recipe.motion
+        comment = spec.without_input_bytes().model_dump_json()
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="likeness-video") as pool:
+            mp4 = pool.submit(fit_video, frames, motion.fps, motion.max_bytes, comment=comment)
+            preview = pool.submit(fit_preview, frames, motion.fps, motion.max_bytes)
+            preview_data, preview_type = preview.result()
+            return ResultVideo(
+                seed=recipe.seeds[0],
+                width=frames[0].width,
+                height=frames[0].height,
+                frames=len(frames),
+                fps=motion.fps,
+                mp4=mp4.result(),
+                preview=preview_data,
+                preview_type=preview_type,
+            )
+
+
+def _decode_image(data: bytes) -> Any:
+    """An input image (face crop or source variation) as RGB; refuses files too large to be ours."""
     from PIL import Image
 
+    from jobs.media import MAX_PIXELS
+
     with Image.open(io.BytesIO(data)) as image:
+        if image.width * image.height > MAX_PIXELS:
+            raise CannotRun(
+                f"an input image is {image.width}×{image.height}, too large to be a Likeness image"
+            )
         return image.convert("RGB")
 
 
@@ -311,7 +450,7 @@ async def serve(settings: WorkerSettings, catalog: Catalog, *, burst: bool = Fal
         raise ValueError(
             "a worker needs a Redis URL: set LIKENESS_REDIS_URL or pass --redis redis://host:6379"
         )
-    names = settings.profiles or [catalog.default]
+    names = settings.profiles or default_worker_profiles(catalog)
     unknown = [n for n in names if catalog.get(n) is None]
     if unknown:
         raise ValueError(

@@ -16,9 +16,24 @@ from typing import Any
 
 from router.sizes import RESOLUTION_CLASSES
 
-FAMILIES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "flux")
-CAPABILITIES: tuple[str, ...] = ("photoreal", "literal", "text", "identity", "stylized")
+# Families that make portraits from a prompt (txt2img, and vary through img2img on the same weights).
+IMAGE_FAMILIES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "flux")
+# Families behind the result buttons: Upscale (a latent x4 upscaler, an ESRGAN-class network, or plain
+# Lanczos resampling when no upscale weights are configured) and Animate (Stable Video Diffusion).
+UPSCALE_FAMILIES: tuple[str, ...] = ("sd-upscale", "esrgan", "lanczos")
+ANIMATE_FAMILIES: tuple[str, ...] = ("svd",)
+FAMILIES: tuple[str, ...] = IMAGE_FAMILIES + UPSCALE_FAMILIES + ANIMATE_FAMILIES
+CAPABILITIES: tuple[str, ...] = ("photoreal", "literal", "text", "identity", "stylized", "upscale", "animate")
 TINY_PREFIX = "tiny:"
+BUILTIN_PREFIX = "builtin:"
+# The tiny random-weight checkpoints Likeness builds on demand, by family.
+TINY_CHECKPOINTS: dict[str, str] = {
+    "sd15": "tiny:sd15",
+    "sdxl": "tiny:sdxl",
+    "sd-upscale": "tiny:sd-upscale",
+    "esrgan": "tiny:esrgan",
+    "svd": "tiny:svd",
+}
 PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 QUEUE_PREFIX = "likeness:profile:"
 
@@ -61,10 +76,24 @@ class Profile:
     queue: str = ""
     ip_adapter: AdapterRef | None = None
     available: bool = False  # weights present on this host (tiny profiles: always, built on demand)
+    # Upscale profiles: the tiling that bounds memory, and the noise the x4 upscaler adds to its input.
+    tile: int = 0
+    tile_overlap: int = 0
+    noise_level: int = 0
+    # Animate profiles: frames the model makes, their rate, default motion, frames decoded at once.
+    frames: int = 0
+    fps: int = 0
+    motion: int = 0
+    decode_chunk: int = 0
 
     @property
     def is_tiny(self) -> bool:
         return self.checkpoint.startswith(TINY_PREFIX)
+
+    @property
+    def kind(self) -> str:
+        """The job kind this profile runs: `txt2img` (and vary), `upscale` or `animate`."""
+        return _kind_of(self.family)
 
     @property
     def queue_name(self) -> str:
@@ -86,6 +115,10 @@ class Catalog:
     def __iter__(self) -> Iterator[Profile]:
         return iter(self.profiles.values())
 
+    def of_kind(self, kind: str) -> list[Profile]:
+        """Profiles that run one job kind (`txt2img`, `upscale`, `animate`), in catalog order."""
+        return [profile for profile in self.profiles.values() if profile.kind == kind]
+
     @property
     def default_profile(self) -> Profile:
         return self.profiles[self.default]
@@ -93,10 +126,10 @@ class Catalog:
 
 def weights_present(checkpoint: str) -> bool:
     """Whether a checkpoint can be loaded here without a download."""
-    if checkpoint.startswith(TINY_PREFIX):
+    if checkpoint.startswith((TINY_PREFIX, BUILTIN_PREFIX)):
         return True
     path = Path(checkpoint).expanduser()
-    if path.is_absolute() or checkpoint.startswith((".", "~")) or path.suffix == ".safetensors":
+    if path.is_absolute() or checkpoint.startswith((".", "~")) or path.suffix in (".safetensors", ".pth"):
         return path.is_file() or (path / "model_index.json").is_file()
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -179,21 +212,27 @@ def catalog_from_dict(
 def _with_availability(
     profile: Profile, probe: Callable[[str], bool], adapter_probe: Callable[[AdapterRef], bool]
 ) -> Profile:
-    available = probe(profile.checkpoint)
+    available = profile.checkpoint.startswith(BUILTIN_PREFIX) or probe(profile.checkpoint)
     if available and profile.ip_adapter is not None:
         available = adapter_probe(profile.ip_adapter)
     return replace(profile, available=available)
 
 
 def _choose_default(source: str, profiles: Iterable[Profile], wanted: str) -> tuple[str, str]:
-    profiles = list(profiles)
+    by_name = {p.name: p for p in profiles}
+    portraits = [p for p in by_name.values() if p.kind == "txt2img"]
     if wanted != "auto":
-        names = [p.name for p in profiles]
-        if wanted.lower() not in names:
+        chosen = by_name.get(wanted.lower())
+        if chosen is None or chosen.kind != "txt2img":
+            what = "is not in the catalog" if chosen is None else f"is an {chosen.kind} engine"
             raise CatalogError(
-                f"{source}: default profile {wanted!r} is not in the catalog; use one of {', '.join(names)}"
+                f"{source}: default profile {wanted!r} {what}; the default makes portraits: use one of "
+                + ", ".join(p.name for p in portraits)
             )
-        return wanted.lower(), "set as the default"
+        return chosen.name, "set as the default"
+    if not portraits:
+        raise CatalogError(f"{source} has no portrait profile; add one of family {', '.join(IMAGE_FAMILIES)}")
+    profiles = portraits
     for profile in profiles:
         if profile.available and not profile.is_tiny:
             return profile.name, "first profile whose weights are present on this host"
@@ -230,6 +269,8 @@ def _profile(source: str, name: str, raw: Any) -> Profile:
         "description",
         "queue",
         "ip_adapter",
+        *_KIND_FIELDS["upscale"],
+        *_KIND_FIELDS["animate"],
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -244,19 +285,19 @@ def _profile(source: str, name: str, raw: Any) -> Profile:
         raise CatalogError(f"{where}: family {family!r} is not supported; use one of {', '.join(FAMILIES)}")
     values: dict[str, Any] = {}
     defaults: dict[str, Any] = {"steps": 30, "cfg": 5.0, "cfg_min": 0.0, "cfg_max": 20.0}
-    for key, kind in _NUMBERS.items():
+    for key, number in _NUMBERS.items():
         value = raw.get(key, defaults.get(key))
         if key == "max_steps" and value is None:
             value = max(150, values["steps"])
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
-            or (kind is int and value != int(value))
+            or (number is int and value != int(value))
         ):
             raise CatalogError(
-                f"{where}: `{key}` must be a {'whole ' if kind is int else ''}number, got {value!r}"
+                f"{where}: `{key}` must be a {'whole ' if number is int else ''}number, got {value!r}"
             )
-        values[key] = kind(value)
+        values[key] = number(value)
     if not 1 <= values["steps"] <= values["max_steps"] <= 200:
         raise CatalogError(
             f"{where}: need 1 <= steps <= max_steps <= 200, got {values['steps']}, {values['max_steps']}"
@@ -266,20 +307,35 @@ def _profile(source: str, name: str, raw: Any) -> Profile:
             f"{where}: need 0 <= cfg_min <= cfg <= cfg_max <= 50, got "
             f"{values['cfg_min']}, {values['cfg']}, {values['cfg_max']}"
         )
-    resolution = raw.get("resolution", family)
-    if resolution not in RESOLUTION_CLASSES:
+    kind = _kind_of(family)
+    resolution = raw.get("resolution", family if kind == "txt2img" else "svd" if kind == "animate" else "")
+    if kind != "upscale" and resolution not in RESOLUTION_CLASSES:
         raise CatalogError(
             f"{where}: resolution {resolution!r} is unknown; use one of {', '.join(RESOLUTION_CLASSES)}"
         )
-    capabilities = raw.get("capabilities", [])
+    capabilities = raw.get("capabilities", [] if kind == "txt2img" else [kind])
     if not isinstance(capabilities, list) or any(c not in CAPABILITIES for c in capabilities):
         raise CatalogError(f"{where}: capabilities must be a list drawn from {', '.join(CAPABILITIES)}")
+    if kind != "txt2img" and capabilities != [kind]:
+        raise CatalogError(f'{where}: a {family} profile has exactly the capabilities ["{kind}"]')
+    if kind == "txt2img" and {"upscale", "animate"} & set(capabilities):
+        raise CatalogError(
+            f"{where}: `upscale` and `animate` belong to profiles of family "
+            f"{', '.join(UPSCALE_FAMILIES + ANIMATE_FAMILIES)}, not {family}"
+        )
+    extras: dict[str, Any] = _kind_fields(where, raw, family, kind)
     memory = raw.get("memory_gb", 8.0)
     if isinstance(memory, bool) or not isinstance(memory, int | float) or memory <= 0:
         raise CatalogError(f"{where}: `memory_gb` must be a positive number, got {memory!r}")
     checkpoint = raw["checkpoint"]
-    if checkpoint.startswith(TINY_PREFIX) and checkpoint[len(TINY_PREFIX) :] not in ("sd15", "sdxl"):
-        raise CatalogError(f"{where}: tiny checkpoints exist for sd15 and sdxl, got {checkpoint!r}")
+    if checkpoint.startswith(TINY_PREFIX) and TINY_CHECKPOINTS.get(family) != checkpoint:
+        tiny = ", ".join(f"{value} ({key})" for key, value in TINY_CHECKPOINTS.items())
+        raise CatalogError(f"{where}: there is no tiny checkpoint {checkpoint!r} for {family}; tiny: {tiny}")
+    if (family == "lanczos") != (checkpoint == BUILTIN_PREFIX + "lanczos"):
+        raise CatalogError(
+            f"{where}: Lanczos resampling is the checkpoint `builtin:lanczos` of family `lanczos`, "
+            "and only that"
+        )
     adapter = _adapter(where, raw.get("ip_adapter"), family)
     if ("identity" in capabilities) != (adapter is not None):
         raise CatalogError(
@@ -290,14 +346,59 @@ def _profile(source: str, name: str, raw: Any) -> Profile:
         ip_adapter=adapter,
         family=family,
         checkpoint=checkpoint,
-        scheduler=str(raw.get("scheduler", "EulerDiscreteScheduler")),
+        # Upscalers and video models keep the scheduler they ship with unless one is named.
+        scheduler=str(raw.get("scheduler", "EulerDiscreteScheduler" if kind == "txt2img" else "")),
         resolution=resolution,
         memory_gb=float(memory),
         capabilities=tuple(capabilities),
         description=str(raw.get("description", "")),
         queue=str(raw.get("queue", "")),
         **values,
+        **extras,
     )
+
+
+def _kind_of(family: str) -> str:
+    if family in UPSCALE_FAMILIES:
+        return "upscale"
+    if family in ANIMATE_FAMILIES:
+        return "animate"
+    return "txt2img"
+
+
+# Fields of upscale and animate profiles: (default, smallest, largest).
+_KIND_FIELDS: dict[str, dict[str, tuple[int, int, int]]] = {
+    "upscale": {"tile": (256, 32, 4096), "tile_overlap": (32, 0, 512), "noise_level": (20, 0, 350)},
+    "animate": {
+        "frames": (25, 2, 128),
+        "fps": (7, 1, 60),
+        "motion": (127, 1, 255),
+        "decode_chunk": (8, 1, 128),
+    },
+}
+
+
+def _kind_fields(where: str, raw: Mapping[str, Any], family: str, kind: str) -> dict[str, int]:
+    """The tiling fields of an upscale profile, or the motion fields of an animate one, validated."""
+    for other, fields in _KIND_FIELDS.items():
+        stray = sorted(key for key in fields if key in raw and other != kind)
+        if stray:
+            raise CatalogError(f"{where}: {', '.join(stray)} apply to {other} profiles only, not {family}")
+    values: dict[str, int] = {}
+    for key, (default, low, high) in _KIND_FIELDS.get(kind, {}).items():
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise CatalogError(f"{where}: `{key}` must be a whole number from {low} to {high}, got {value!r}")
+        values[key] = value
+    if kind == "upscale":
+        if values["tile"] % 8:
+            raise CatalogError(f"{where}: `tile` must be a multiple of 8, got {values['tile']}")
+        if values["tile_overlap"] * 2 >= values["tile"]:
+            raise CatalogError(
+                f"{where}: `tile_overlap` must be under half the tile, got {values['tile_overlap']} for "
+                f"tile {values['tile']}"
+            )
+    return values
 
 
 def _adapter(where: str, raw: Any, family: str) -> AdapterRef | None:

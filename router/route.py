@@ -68,7 +68,7 @@ SERVES: dict[str, tuple[str, ...]] = {
 NEAREST: dict[str, str] = {"literal": "photoreal", "stylized": "photoreal", "identity": "photoreal"}
 
 
-def _servable(profile: Profile, catalog: Catalog) -> bool:
+def servable(profile: Profile, catalog: Catalog) -> bool:
     """Can this host's deployment run it? Weights present here; or, when the operator named a real
     default (a bot host without GPUs), any real profile: the workers hold the weights."""
     if profile.available and (profile.is_tiny == catalog.default_profile.is_tiny):
@@ -84,7 +84,7 @@ def _profile_for(intent: str, catalog: Catalog) -> tuple[Profile, str]:
     """The profile for an intent, and a note when it had to fall back to the nearest intent."""
     wanted = intent
     while True:
-        capable = [p for p in catalog if _servable(p, catalog) and set(SERVES[wanted]) & set(p.capabilities)]
+        capable = [p for p in catalog if servable(p, catalog) and set(SERVES[wanted]) & set(p.capabilities)]
         default = catalog.default_profile
         if default in capable:
             chosen = default
@@ -124,8 +124,14 @@ def route(request: RouteRequest, catalog: Catalog, characters: Sequence[str] = (
     if request.engine:
         profile = catalog.get(request.engine)
         if profile is None:
-            listed = ", ".join(p.name for p in catalog)
+            listed = ", ".join(p.name for p in catalog.of_kind("txt2img"))
             raise RouteError(f"--engine {request.engine} is not a profile here; use one of {listed}")
+        if profile.kind != "txt2img":
+            portraits = ", ".join(p.name for p in catalog.of_kind("txt2img"))
+            raise RouteError(
+                f"--engine {profile.name} is an {profile.kind} engine (it runs behind the result buttons); "
+                f"for a portrait use one of {portraits}"
+            )
         if characters and "identity" not in profile.capabilities:
             identity = ", ".join(p.name for p in catalog if "identity" in p.capabilities) or "none configured"
             raise RouteError(

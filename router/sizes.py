@@ -14,6 +14,9 @@ RESOLUTION_CLASSES: dict[str, int] = {
     "sdxl": 1024 * 1024,
     "sd3": 1024 * 1024,
     "flux": 1024 * 1024,
+    # Video frames: Stable Video Diffusion was trained at 1024×576; the tiny one makes thumbnails.
+    "svd": 1024 * 576,
+    "tiny-video": 64 * 64,
 }
 
 SIZE_MULTIPLE = 64
@@ -44,3 +47,11 @@ def size_for(aspect: str, resolution_class: str) -> tuple[int, int]:
 
 def _snap(value: float) -> int:
     return max(SIZE_MULTIPLE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+
+
+def size_for_area(width: int, height: int, area: int) -> tuple[int, int]:
+    """The aspect ratio of a `width`×`height` image at about `area` pixels, in multiples of 64."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    scaled = math.sqrt(area * width / height)
+    return _snap(scaled), _snap(scaled * height / width)

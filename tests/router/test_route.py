@@ -43,6 +43,19 @@ def test_unknown_engine_lists_the_profiles(tiny_catalog: Catalog) -> None:
         route(Request(engine="dalle"), tiny_catalog)
 
 
+def test_an_upscale_or_animate_engine_does_not_make_portraits(tiny_catalog: Catalog) -> None:
+    with pytest.raises(RouteError, match="--engine tiny-upscale is an upscale engine.*use one of photoreal-xl"):
+        route(Request(engine="tiny-upscale"), tiny_catalog)
+    with pytest.raises(RouteError, match="--engine svd-xt is an animate engine"):
+        route(Request(engine="svd-xt"), tiny_catalog)
+
+
+def test_no_prompt_routes_to_a_button_engine(tiny_catalog: Catalog) -> None:
+    prompts = ["an upscaled 4k portrait", "animated portrait, video, motion", "a portrait in lanczos style"]
+    for prompt in prompts:
+        assert route(Request(prompt=prompt), tiny_catalog).profile.kind == "txt2img"
+
+
 def test_steps_and_cfg_are_bounded_per_profile(tiny_catalog: Catalog) -> None:
     with pytest.raises(RouteError, match="--steps 90 is out of range for photoreal-xl; use 1 to 80"):
         route(Request(engine="photoreal-xl", steps=90), tiny_catalog)
