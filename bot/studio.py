@@ -7,6 +7,7 @@ the platform accepted the post.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import logging
@@ -23,7 +24,7 @@ from bot.errors import BadFlag, BadPrompt, JobFailed, JobTimedOut, UnknownProfil
 from bot.ledger import Ledger
 from characters.mentions import resolve_mentions
 from characters.store import Character, CharacterError
-from jobs.media import DISCORD_FILE_LIMIT
+from jobs.media import DISCORD_FILE_LIMIT, fit_to_budget, png_to_image
 from jobs.queue import JobHandle, Queue
 from jobs.spec import Adapter, InputImage, JobResult, JobSpec, Recipe, new_id
 from router.catalog import QUEUE_PREFIX, Catalog, Profile
@@ -74,6 +75,15 @@ class Finished:
     caption: str
     notices: tuple[str, ...]
     kind: str = "txt2img"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file as a platform receives it: within its upload limit."""
+
+    name: str
+    data: bytes
+    media_type: str
 
 
 def plan_portrait(
@@ -334,6 +344,22 @@ class Studio:
             notices=(*result.notices, *submission.tips),
             kind=submission.spec.kind,
         )
+
+    async def upload(self, path: Path, max_bytes: int) -> Attachment:
+        """`path` fitted to a platform's upload limit: a PNG as it is when it fits (its recipe kept),
+        else a high-quality JPEG; videos and previews as the worker made them (already within budget).
+        The full-quality file stays under the data dir."""
+        data = await asyncio.to_thread(path.read_bytes)
+        if path.suffix != ".png":
+            media_type = {".mp4": "video/mp4", ".webp": "image/webp", ".gif": "image/gif"}.get(
+                path.suffix, ""
+            )
+            return Attachment(path.name, data, media_type or "application/octet-stream")
+        fitted, media_type = await asyncio.to_thread(
+            lambda: fit_to_budget(png_to_image(data), max_bytes, metadata_png=data)
+        )
+        name = path.name if media_type == "image/png" else path.with_suffix(".jpg").name
+        return Attachment(name, fitted, media_type)
 
     # --- the result buttons: U k, Vary, Upscale, Animate ------------------------------------------------
 
