@@ -97,9 +97,14 @@ def plan_portrait(
     return request, _route(request, catalog, request.mentions if characters is None else characters)
 
 
-def _route(request: PortraitRequest, catalog: Catalog, characters: Sequence[str]) -> Route:
+def _route(
+    request: PortraitRequest,
+    catalog: Catalog,
+    characters: Sequence[str],
+    live: frozenset[str] | None = None,
+) -> Route:
     try:
-        return route(request, catalog, characters=characters)
+        return route(request, catalog, characters=characters, live=live)
     except RouteError as exc:
         error = UnknownProfile if request.engine and catalog.get(request.engine) is None else BadFlag
         raise error(str(exc)) from exc
@@ -150,7 +155,8 @@ class Studio:
         """Record a /portrait request in the ledger, then enqueue it. Raises UserError for bad input."""
         request = parse_portrait(text)
         prompt, cast = await self._cast(origin, request)
-        chosen = _route(request, self.catalog, [c.name for c in cast])
+        live = await self.queue.live_profiles()
+        chosen = _route(request, self.catalog, [c.name for c in cast], live)
         generation_id = new_id("g")
         seed = request.seed if request.seed is not None else self._seed_source()
         params = chosen.params

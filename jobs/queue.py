@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from jobs.fleet import QueueStatus, queue_status
+from jobs.fleet import QueueStatus, live_workers, queue_status
 from jobs.spec import JobResult, JobSpec, ProgressEvent, pack, unpack
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,10 @@ class Queue(Protocol):
 
     async def status(self, queue_name: str, profile: str) -> QueueStatus:
         """Who serves the queue now, how many wait, and a measured ETA where there is one."""
+        ...
+
+    async def live_profiles(self) -> frozenset[str] | None:
+        """The profiles some live worker serves now; None when every profile is served (in process)."""
         ...
 
     async def close(self) -> None: ...
@@ -122,6 +126,9 @@ class LocalQueue:
     async def status(self, queue_name: str, profile: str) -> QueueStatus:
         # The worker inside this process serves every queue.
         return QueueStatus(queue=queue_name, workers=1, waiting=self._pending.qsize(), eta_s=None)
+
+    async def live_profiles(self) -> frozenset[str] | None:
+        return None
 
     async def _work(self) -> None:
         while True:
@@ -296,6 +303,9 @@ class ArqQueue:
 
     async def status(self, queue_name: str, profile: str) -> QueueStatus:
         return await queue_status(self.redis, queue_name, profile)
+
+    async def live_profiles(self) -> frozenset[str] | None:
+        return frozenset(name for beat in await live_workers(self.redis) for name in beat.profiles)
 
     async def finished_result(self, job_id: str) -> JobResult | None:
         from arq.constants import result_key_prefix

@@ -6,7 +6,7 @@ not this code — says which profile has it. `--engine` always wins; characters 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -80,44 +80,77 @@ def servable(profile: Profile, catalog: Catalog) -> bool:
     )
 
 
-def _profile_for(intent: str, catalog: Catalog) -> tuple[Profile, str]:
-    """The profile for an intent, and a note when it had to fall back to the nearest intent."""
+def _candidates(intent: str, catalog: Catalog) -> tuple[list[Profile], str]:
+    """The profiles that can serve an intent, best first (the default first among equals), and a note
+    when they serve only the nearest intent. Then the nearest intent's profiles, as a live fallback."""
+    default = catalog.default_profile
+    ordered: list[Profile] = []
+    note = ""
     wanted = intent
     while True:
         capable = [p for p in catalog if servable(p, catalog) and set(SERVES[wanted]) & set(p.capabilities)]
-        default = catalog.default_profile
-        if default in capable:
-            chosen = default
-        elif capable:
-            chosen = capable[0]
-        else:
-            chosen = None
-        if chosen is not None:
-            note = "" if wanted == intent else f"no {intent} profile here; nearest: {wanted}"
-            return chosen, note
+        capable.sort(key=lambda p: p is not default)  # stable: the default first, then catalog order
+        if capable and not ordered and wanted != intent:
+            note = f"no {intent} profile here; nearest: {wanted}"
+        ordered += [p for p in capable if p not in ordered]
         if wanted not in NEAREST:
-            return default, f"no {intent} profile here; using the default"
+            return ordered, note
         wanted = NEAREST[wanted]
 
 
-def _identity_profile(catalog: Catalog, names: str) -> Profile:
-    """The identity profile: the first whose weights are here, else a tiny one, else the first listed."""
+def _profile_for(intent: str, catalog: Catalog, live: Collection[str] | None) -> tuple[Profile, list[str]]:
+    """The profile for an intent and the notes that explain it. With `live` (the profiles some worker
+    serves right now), a profile nobody serves gives way to the next one that is served."""
+    ordered, note = _candidates(intent, catalog)
+    if not ordered:
+        return catalog.default_profile, [f"no {intent} profile here; using the default"]
+    best = ordered[0]
+    if live is not None and best.name not in live:
+        for profile in ordered[1:]:
+            if profile.name in live:
+                return profile, [f"no worker serves {best.name} right now; using {profile.name} instead"]
+    return best, [note] if note else []
+
+
+def _identity_profile(
+    catalog: Catalog, names: str, live: Collection[str] | None
+) -> tuple[Profile, list[str]]:
+    """The identity profile: the first whose weights are here, else a tiny one, else the first listed;
+    with `live`, one that some worker serves right now is preferred, and the reason says so."""
+    best = _first_identity(catalog, names)
+    if live is not None and best.name not in live:
+        for profile in catalog:
+            if "identity" in profile.capabilities and profile.name in live and servable(profile, catalog):
+                return profile, [f"no worker serves {best.name} right now; using {profile.name} instead"]
+    return best, []
+
+
+def _first_identity(catalog: Catalog, names: str) -> Profile:
     identity = [p for p in catalog if "identity" in p.capabilities]
     if not identity:
         raise RouteError(
             f"{names}: this deployment has no identity profile, so characters cannot be drawn; "
             "an operator adds one to models.toml (see README, Models)"
         )
-    # With real weights on the host, prefer them; otherwise a tiny one runs anywhere.
-    default_is_tiny = catalog.default_profile.is_tiny
+    # What this deployment runs (real weights here, or on the workers of a named real default) first;
+    # otherwise a tiny one runs anywhere.
     for profile in identity:
-        if profile.available and profile.is_tiny == default_is_tiny:
+        if servable(profile, catalog):
             return profile
     return next((p for p in identity if p.available), identity[0])
 
 
-def route(request: RouteRequest, catalog: Catalog, characters: Sequence[str] = ()) -> Route:
-    """Choose the profile and parameters for `request`; `characters` are the @names it uses."""
+def route(
+    request: RouteRequest,
+    catalog: Catalog,
+    characters: Sequence[str] = (),
+    live: Collection[str] | None = None,
+) -> Route:
+    """Choose the profile and parameters for `request`; `characters` are the @names it uses.
+
+    `live` names the profiles some worker serves right now (None: unknown, or every profile is served,
+    as in the embedded default). `--engine` is never second-guessed.
+    """
     reasons: list[str] = []
     names = ", ".join("@" + name for name in characters)
     guess = classify(request.prompt, has_characters=bool(characters))
@@ -140,14 +173,12 @@ def route(request: RouteRequest, catalog: Catalog, characters: Sequence[str] = (
             )
         reasons.append(f"--engine {profile.name} was asked for")
     elif characters:
-        profile = _identity_profile(catalog, names)
+        profile, notes = _identity_profile(catalog, names, live)
         verb = "is a character" if len(characters) == 1 else "are characters"
-        reasons.append(f"identity: {names} {verb} → {profile.name}")
+        reasons += [f"identity: {names} {verb} → {profile.name}", *notes]
     else:
-        profile, reason = _profile_for(guess.intent, catalog)
-        reasons.append(f"{guess.reason} → {profile.name}")
-        if reason:
-            reasons.append(reason)
+        profile, notes = _profile_for(guess.intent, catalog, live)
+        reasons += [f"{guess.reason} → {profile.name}", *notes]
         if profile.is_tiny and catalog.default_reason:
             reasons.append(catalog.default_reason)
     if not profile.available:

@@ -11,12 +11,13 @@ import pytest
 from bot.errors import BadFlag, BadPrompt, JobFailed, JobTimedOut, UnknownProfile
 from bot.ledger import Ledger
 from bot.studio import Origin, Studio
+from jobs.fleet import WorkerBeat, publish_beat
 from jobs.media import read_recipe
 from jobs.queue import ArqQueue, JobHandle, LocalQueue
 from jobs.settings import WorkerSettings
 from jobs.spec import JobResult, JobSpec, ProgressEvent
 from jobs.worker import JobRunner
-from router.catalog import Catalog
+from router.catalog import Catalog, load_catalog
 
 ORIGIN = Origin(platform="cli", server_id="s1", channel_id="c1", user_id="u1")
 
@@ -118,6 +119,9 @@ async def test_recorded_before_enqueued(tmp_path: Path, tiny_catalog: Catalog) -
             seen.append(stored.status if stored else None)
             raise ConnectionError("redis is down")
 
+        async def live_profiles(self) -> None:
+            return None
+
         async def close(self) -> None:
             return None
 
@@ -163,6 +167,32 @@ async def test_no_worker_means_a_clear_timeout(tmp_path: Path, tiny_catalog: Cat
     stored = await ledger.get(submission.generation_id)
     assert stored is not None
     assert stored.status == "queued"
+    await queue.close()
+
+
+async def test_a_profile_no_worker_serves_gives_way_to_one_that_is_served(
+    tmp_path: Path, redis_url: str
+) -> None:
+    catalog = load_catalog(default="photoreal-xl")  # a bot host: the workers hold the real weights
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    await ledger.open()
+    queue = await ArqQueue.connect(redis_url)
+    studio = Studio(ledger=ledger, catalog=catalog, queue=queue, generations_dir=tmp_path / "g")
+    text = 'a barista with a name tag that says "Ruth" --n 1'
+    nobody = await studio.portrait(ORIGIN, text)
+    assert nobody.profile == "text-sd35"
+    assert any("no worker serves text-sd35 right now" in notice for notice in nobody.notices)
+    beat = WorkerBeat(
+        worker="gpu-1", queues=("likeness:profile:photoreal-xl",), profiles=("photoreal-xl",), loaded=(),
+        device="cuda", memory_budget_gb=20.0, current_job=None,
+    )  # fmt: skip
+    await publish_beat(queue.redis, beat)
+    served = await studio.portrait(ORIGIN, text)
+    assert served.profile == "photoreal-xl"
+    assert "no worker serves text-sd35 right now; using photoreal-xl instead" in served.reasons
+    assert served.notices == ()
+    forced = await studio.portrait(ORIGIN, text + " --engine text-sd35")
+    assert forced.profile == "text-sd35"  # --engine is never second-guessed
     await queue.close()
 
 

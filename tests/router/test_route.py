@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from router.catalog import Catalog
+from router.catalog import Catalog, load_catalog
 from router.route import RouteError, route
 from router.sizes import ASPECT_RATIOS, size_for
 
@@ -156,3 +156,19 @@ def test_the_tiny_host_serves_every_intent_with_tiny_xl(tiny_catalog: Catalog) -
         "pixel art portrait of a cat lady",
     ):
         assert route(Request(prompt=prompt), tiny_catalog).profile.name == "tiny-xl"
+
+
+def test_live_workers_steer_the_choice_but_never_the_engine() -> None:
+    catalog = load_catalog(default="photoreal-xl")  # a bot host: every real profile is servable
+    literal = Request(prompt='a barista with a name tag that says "Ruth"')
+    assert route(literal, catalog).profile.name == "text-sd35"
+    assert route(literal, catalog, live={"text-sd35", "photoreal-xl"}).profile.name == "text-sd35"
+    fallback = route(literal, catalog, live={"photoreal-xl"})
+    assert fallback.profile.name == "photoreal-xl"
+    assert "no worker serves text-sd35 right now; using photoreal-xl instead" in fallback.reasons
+    nobody = route(literal, catalog, live=set())
+    assert nobody.profile.name == "text-sd35"  # queued until a worker connects; the Studio says so
+    forced = route(Request(prompt=literal.prompt, engine="text-sd35"), catalog, live={"photoreal-xl"})
+    assert forced.profile.name == "text-sd35"
+    identity = route(Request(), catalog, characters=["mara"], live={"tiny-identity-xl"})
+    assert identity.profile.name == "identity-xl"  # a real deployment never falls back to a tiny profile
