@@ -8,7 +8,6 @@ worker's thread; torch and diffusers are imported inside the functions, so impor
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,6 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from jobs.tiny import build_once, replace_dir, scratch_dir
-
-SVD_XT_AREA = 1024 * 576
-"""The pixel area SVD-XT was trained at (1024×576); `frame_size` keeps a video near it."""
 
 FRAME_MULTIPLE = 64
 """Frame sides are multiples of this: the VAE halves the image 3 times, the UNet the latents 3 more."""
@@ -69,25 +65,6 @@ class MotionParams:
             )
         if not 0 <= self.seed < 2**64:
             raise ValueError(f"seed must be between 0 and 2**64 - 1, not {self.seed}")
-
-
-def frame_size(width: int, height: int, *, area: int, multiple: int = FRAME_MULTIPLE) -> tuple[int, int]:
-    """The frame size with the aspect ratio of a `width`×`height` image and about `area` pixels.
-
-    Each side is a multiple of `multiple` (at least one multiple): e.g. a 16:9 image at SVD-XT's area
-    gives 1024×576, a 2:3 portrait 640×960.
-    """
-    if width < 1 or height < 1:
-        raise ValueError(f"image size must be positive, not {width}x{height}")
-    if area < 1 or multiple < 1:
-        raise ValueError(f"area and multiple must be positive, not area={area} and multiple={multiple}")
-    aspect = width / height
-    ideal_height = math.sqrt(area / aspect)
-    ideal_width = ideal_height * aspect
-    return (
-        max(multiple, round(ideal_width / multiple) * multiple),
-        max(multiple, round(ideal_height / multiple) * multiple),
-    )
 
 
 def animate(

@@ -156,7 +156,7 @@ class PipelineCache:
         source = _local_source(checkpoint, self.models_dir)
         path = Path(str(source)).expanduser()
         if family == "esrgan":
-            from jobs.upscale import load_esrgan
+            from jobs.esrgan import load_esrgan
 
             if not path.is_file():
                 raise WeightsMissing(
@@ -203,7 +203,7 @@ def _local_source(checkpoint: str, models_dir: Path) -> str | Path:
 
         return ensure_tiny_upscaler(models_dir)
     if name == "esrgan":
-        from jobs.upscale import ensure_tiny_esrgan
+        from jobs.esrgan import ensure_tiny_esrgan
 
         return ensure_tiny_esrgan(models_dir)
     if name == "svd":

@@ -81,6 +81,56 @@ def test_bad_input_exits_2_with_a_clear_message(shared_data_dir: Path, tmp_path:
     assert "carries no Likeness recipe" in done.stderr
 
 
+def test_vary_upscale_and_animate_from_the_command_line(shared_data_dir: Path, tmp_path: Path) -> None:
+    env = environment(shared_data_dir)
+    made = likeness(
+        "generate", "a lighthouse keeper --n 2 --steps 2 --seed 4", "--out", str(tmp_path / "a"), env=env
+    )
+    assert made.returncode == 0, made.stderr
+    generation_id = next((tmp_path / "a").glob("g_*_1.png")).name.rsplit("_", 1)[0]
+
+    varied = likeness("vary", generation_id, "2", "--strong", "--out", str(tmp_path / "v"), env=env)
+    assert varied.returncode == 0, varied.stderr
+    assert len(list((tmp_path / "v").glob("g_*_[1-4].png"))) == 4
+    assert f"vary (strong) of {generation_id} #2" in varied.stdout.replace("\n", " ")
+
+    big = likeness("upscale", generation_id, "1", "--x", "2", "--out", str(tmp_path / "u"), env=env)
+    assert big.returncode == 0, big.stderr
+    (upscaled,) = (tmp_path / "u").glob("g_*_1.png")
+    assert pixels(upscaled).shape == (512, 512, 3)  # 256² doubled
+    assert read_recipe(upscaled).parent is not None
+
+    moving = likeness(
+        "animate",
+        generation_id,
+        "1",
+        "--seconds",
+        "0.5",
+        "--motion",
+        "high",
+        "--out",
+        str(tmp_path / "m"),
+        env=env,
+    )
+    assert moving.returncode == 0, moving.stderr
+    assert len(list((tmp_path / "m").glob("g_*.mp4"))) == 1
+    assert len(list((tmp_path / "m").glob("g_*_preview.*"))) == 1
+    assert "animation in" in moving.stdout
+
+    refusals = [
+        (("vary", "g_zzzzzzzzzzzz", "1"), "there is no generation g_zzzzzzzzzzzz"),
+        (("upscale", generation_id, "1", "--x", "3"), "upscale by 3× is not offered; use 2 or 4"),
+        (("vary", generation_id, "7"), "has variations 1 to 2; there is no #7"),
+        (("animate", generation_id, "1", "--seconds", "60"), "tiny-svd makes at most 8"),
+        (("vary", generation_id, "1", "--server", "elsewhere"), "was made in another server"),
+    ]
+    for args, words in refusals:
+        refused = likeness(*args, "--out", str(tmp_path / "no"), env=env)
+        assert refused.returncode == 2, (args, refused.stderr)
+        assert words in refused.stderr, (args, refused.stderr)
+        assert "Traceback" not in refused.stderr
+
+
 def test_models_list_and_route(tmp_path: Path) -> None:
     env = environment(tmp_path)
     listed = likeness("models", "list", env=env)

@@ -137,3 +137,38 @@ async def test_uploads_fit_the_platform_limit_and_keep_the_full_file(studio: Stu
     with Image.open(io.BytesIO(squeezed.data)) as image:
         assert image.format == "JPEG"
     assert made.files[0].read_bytes() == full
+
+
+async def test_upscale_traces_back_to_the_request_and_is_made_again_bit_for_bit(studio: Studio) -> None:
+    made = await portrait(studio)
+    varied = await studio.finish(await studio.vary(ORIGIN, made.generation_id, 2))
+    submission = await studio.upscale(ORIGIN, varied.generation_id, 3, factor=2)
+    assert f"upscaled 2× from {varied.generation_id} #3" in submission.caption
+    assert submission.profile == "tiny-upscale"
+    big = await studio.finish(submission)
+    assert big.kind == "upscale" and big.grid is None and len(big.files) == 1
+    with Image.open(big.files[0]) as image:
+        assert image.size == (192 * 2, 320 * 2)
+    chain = await studio.ledger.lineage(big.generation_id)
+    assert [g.id for g in chain] == [big.generation_id, varied.generation_id, made.generation_id]
+    assert [g.kind for g in chain] == ["upscale", "vary", "txt2img"]
+    again = await studio.finish(await studio.rerun(ORIGIN, read_recipe(big.files[0])))
+    assert np.array_equal(pixels(big.files[0]), pixels(again.files[0]))
+    # An upscale of the upscale is still matched to the tiny engines, and the 4K cap holds.
+    bigger = await studio.finish(await studio.upscale(ORIGIN, big.generation_id, 1, factor=4))
+    with Image.open(bigger.files[0]) as image:
+        assert image.size == (192 * 8, 320 * 8)
+    with pytest.raises(BadFlag, match="even 2× would pass the 4096 px cap"):
+        await studio.upscale(ORIGIN, bigger.generation_id, 1, factor=2)
+    with pytest.raises(
+        GenerationRefused, match=f"vary the variation it was made from: {varied.generation_id} #3"
+    ):
+        await studio.vary(ORIGIN, big.generation_id, 1)
+
+
+async def test_a_rerun_whose_source_is_gone_says_so(studio: Studio) -> None:
+    made = await portrait(studio)
+    big = await studio.finish(await studio.upscale(ORIGIN, made.generation_id, 1))
+    made.files[0].unlink()
+    with pytest.raises(BadFlag, match="made from a source image that is no longer on this deployment"):
+        await studio.rerun(ORIGIN, read_recipe(big.files[0]))

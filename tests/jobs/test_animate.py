@@ -15,7 +15,7 @@ from PIL import Image
 from skimage import data
 
 import jobs.animate
-from jobs.animate import SVD_XT_AREA, MotionParams, animate, build_tiny_svd, ensure_tiny_svd, frame_size
+from jobs.animate import MotionParams, animate, build_tiny_svd, ensure_tiny_svd
 
 PARAMS = MotionParams(
     width=64,
@@ -182,36 +182,6 @@ def test_ensure_tiny_svd_builds_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert ensure_tiny_svd(tmp_path) == first
     assert built == [first]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tiny-svd") and p.is_dir()] == []
-
-
-@pytest.mark.parametrize(
-    ("size", "expected"),
-    [
-        ((1920, 1080), (1024, 576)),
-        ((1024, 576), (1024, 576)),
-        ((1080, 1920), (576, 1024)),
-        ((1024, 1024), (768, 768)),
-        ((832, 1216), (640, 960)),
-        ((21, 9), (1152, 512)),
-    ],
-)
-def test_frame_size_keeps_the_aspect_at_svd_xt_area(size: tuple[int, int], expected: tuple[int, int]) -> None:
-    assert frame_size(*size, area=SVD_XT_AREA) == expected
-
-
-@pytest.mark.parametrize("size", [(1, 1), (333, 777), (1216, 832), (4000, 3000), (700, 400)])
-def test_frame_size_is_in_multiples_near_the_area(size: tuple[int, int]) -> None:
-    width, height = frame_size(*size, area=SVD_XT_AREA)
-    assert width % 64 == 0
-    assert height % 64 == 0
-    assert abs(width * height - SVD_XT_AREA) / SVD_XT_AREA < 0.2
-    assert abs(width / height - size[0] / size[1]) / (size[0] / size[1]) < 0.1
-    assert frame_size(*size, area=256 * 256, multiple=32)[0] % 32 == 0
-
-
-def test_frame_size_refuses_an_empty_image() -> None:
-    with pytest.raises(ValueError, match=r"image size must be positive, not 0x10"):
-        frame_size(0, 10, area=SVD_XT_AREA)
 
 
 @pytest.mark.parametrize(

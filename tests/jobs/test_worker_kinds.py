@@ -6,10 +6,11 @@ import hashlib
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from jobs.media import png_bytes, read_parameters, read_recipe
-from jobs.spec import InputImage, JobSpec, MotionRecipe, Parent, Recipe
+from jobs.spec import InputImage, JobSpec, MotionRecipe, Parent, Recipe, UpscaleRecipe
 from jobs.video import probe_video, read_mp4_comment
 from jobs.worker import JobRunner
 from tests.jobs.test_worker import identity_spec, pixels, run, runner, tiny_spec
@@ -128,3 +129,52 @@ async def test_animate_makes_an_h264_mp4_and_a_preview_that_name_their_parent(ru
     assert [(e.step, e.total) for e in events if e.state == "step"] == [(1, 2), (2, 2)]
     again, _ = await run(runner, animate_of(parent, made.images[0].png))
     assert again.video is not None and again.video.preview == video.preview  # same seed, same frames
+
+
+def upscale_of(parent: JobSpec, png: bytes, *, family: str, checkpoint: str, factor: int = 2) -> JobSpec:
+    assert parent.recipe is not None
+    recipe = Recipe(
+        profile=f"test-{family}",
+        family=family,
+        checkpoint=checkpoint,
+        scheduler="",
+        steps=2,
+        cfg=5.0,
+        width=parent.recipe.width * factor,
+        height=parent.recipe.height * factor,
+        seeds=(11,),
+        upscale=UpscaleRecipe(factor=2 if factor == 2 else 4, tile=64, overlap=16, noise_level=20),
+    )
+    return JobSpec(
+        generation_id="g_big",
+        kind="upscale",
+        prompt=parent.prompt,
+        recipe=recipe,
+        inputs=(source_input(png),),
+        parent=Parent(generation_id=parent.generation_id, index=1),
+    )
+
+
+@pytest.mark.parametrize(
+    ("family", "checkpoint", "factor"),
+    [("sd-upscale", "tiny:sd-upscale", 2), ("esrgan", "tiny:esrgan", 4), ("lanczos", "builtin:lanczos", 4)],
+)
+async def test_upscale_with_each_engine_gives_one_png_of_the_size_asked(
+    runner: JobRunner, family: str, checkpoint: str, factor: int
+) -> None:
+    parent = tiny_spec((7,))
+    made, _ = await run(runner, parent)
+    result, events = await run(
+        runner, upscale_of(parent, made.images[0].png, family=family, checkpoint=checkpoint, factor=factor)
+    )
+    assert len(result.images) == 1 and result.grid is None
+    image = result.images[0]
+    assert (image.width, image.height) == (192 * factor, 320 * factor)
+    assert pixels(image.png).shape == (320 * factor, 192 * factor, 3)
+    parameters = read_parameters_of(image.png)
+    assert f"Postprocess upscale by: {factor}, Postprocess upscaler: test-{family}" in parameters
+    assert "Likeness parent: g_test #1 (upscale)" in parameters
+    steps = [(e.step, e.total) for e in events if e.state == "step"]
+    assert steps and steps[-1][0] == steps[-1][1]  # one step per tile, to the last
+    if family == "lanczos":
+        assert any("Lanczos" in notice for notice in result.notices)

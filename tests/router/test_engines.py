@@ -43,7 +43,7 @@ def test_a_real_image_never_goes_to_a_tiny_engine_and_falls_back_to_lanczos_with
 
 def test_animate_without_a_video_model_is_refused_with_the_fix() -> None:
     catalog = with_weights("SG161222/RealVisXL_V5.0")
-    with pytest.raises(RouteError, match="no model to animate images with.*family svd"):
+    with pytest.raises(RouteError, match=r"no model to animate images with.*family svd"):
         engine_for("animate", catalog, "photoreal-xl")
 
 
@@ -95,7 +95,10 @@ def test_motion_plan_reads_seconds_fps_and_motion_words() -> None:
 @pytest.mark.parametrize(
     ("options", "words"),
     [
-        ({"seconds": 10}, r"--seconds 10 at 7 fps needs 70 frames; svd-xt makes at most 25 \(3.6 s at 7 fps\)"),
+        (
+            {"seconds": 10},
+            r"--seconds 10 at 7 fps needs 70 frames; svd-xt makes at most 25 \(3.6 s at 7 fps\)",
+        ),
         ({"seconds": 0}, "--seconds 0 must be more than 0"),
         ({"seconds": 0.1}, "under 2 frames"),
         ({"fps": 0}, "--fps 0 is out of range"),

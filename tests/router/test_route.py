@@ -44,7 +44,9 @@ def test_unknown_engine_lists_the_profiles(tiny_catalog: Catalog) -> None:
 
 
 def test_an_upscale_or_animate_engine_does_not_make_portraits(tiny_catalog: Catalog) -> None:
-    with pytest.raises(RouteError, match="--engine tiny-upscale is an upscale engine.*use one of photoreal-xl"):
+    with pytest.raises(
+        RouteError, match=r"--engine tiny-upscale is an upscale engine.*use one of photoreal-xl"
+    ):
         route(Request(engine="tiny-upscale"), tiny_catalog)
     with pytest.raises(RouteError, match="--engine svd-xt is an animate engine"):
         route(Request(engine="svd-xt"), tiny_catalog)
