@@ -49,6 +49,17 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE generations ADD COLUMN parent_index INTEGER;
     CREATE INDEX generations_by_parent ON generations (parent_id);
     """,
+    # Per-server settings (bot/server_settings.py), and who asked for what today (bot/limits.py).
+    """
+    CREATE TABLE server_settings (
+        platform TEXT NOT NULL,
+        server_id TEXT NOT NULL,
+        settings TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (platform, server_id)
+    );
+    CREATE INDEX generations_by_user ON generations (platform, server_id, user_id, created_at);
+    """,
 )
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from bot.character_desk import CharacterDesk, CharacterRefused
 from bot.commands import PortraitRequest, parse_portrait
 from bot.errors import BadFlag, BadPrompt, JobFailed, JobTimedOut, UnknownProfile
 from bot.ledger import Ledger
+from bot.limits import check, fast_lane, usage
+from bot.server_settings import ServerSettingsStore
 from characters.mentions import resolve_mentions
 from characters.store import Character, CharacterError
 from jobs.media import DISCORD_FILE_LIMIT, fit_to_budget, png_to_image
@@ -141,8 +144,12 @@ class Studio:
         seed_source: Callable[[], int] = random_seed,
         characters: CharacterDesk | None = None,
         upload_bytes: int = DISCORD_FILE_LIMIT,
+        server_settings: ServerSettingsStore | None = None,
     ) -> None:
         self.characters = characters
+        # Chat adapters pass the store: its limits and the fast-lane allowance then apply. The command
+        # line runs for its own user and leaves it out.
+        self.server_settings = server_settings
         self.upload_bytes = upload_bytes
         self.ledger = ledger
         self.catalog = catalog
@@ -154,6 +161,9 @@ class Studio:
     async def portrait(self, origin: Origin, text: str) -> Submission:
         """Record a /portrait request in the ledger, then enqueue it. Raises UserError for bad input."""
         request = parse_portrait(text)
+        if not request.aspect_given and self.server_settings is not None:
+            settings = await self.server_settings.get(origin.platform, origin.server_id)
+            request = dataclasses.replace(request, aspect=settings.default_aspect)
         prompt, cast = await self._cast(origin, request)
         live = await self.queue.live_profiles()
         chosen = _route(request, self.catalog, [c.name for c in cast], live)
@@ -274,6 +284,23 @@ class Studio:
         *,
         fast: bool = False,
     ) -> Submission:
+        notices: list[str] = []
+        if self.server_settings is not None:
+            settings = await self.server_settings.get(origin.platform, origin.server_id)
+            now = time.time()
+            counts = await usage(
+                self.ledger,
+                origin.platform,
+                origin.server_id,
+                origin.user_id,
+                now=now,
+                in_flight_s=self.job_wait_s,
+            )
+            check(settings, counts, now)
+            if fast:
+                fast, why = fast_lane(settings, counts, now)
+                notices += [why] if why else []
+        route_info = {**route_info, "lane": "fast" if fast else "normal"}
         # The ledger first: if enqueueing fails or the process dies, the generation is still on record.
         await self.ledger.record(
             generation_id=spec.generation_id,
@@ -299,7 +326,7 @@ class Studio:
             text_caption,
             queue,
             reasons,
-            await self._queue_notice(spec, queue),
+            (*notices, *await self._queue_notice(spec, queue)),
         )
 
     async def _queue_notice(self, spec: JobSpec, queue: str) -> tuple[str, ...]:

@@ -1,0 +1,63 @@
+"""Per-server settings: defaults, validation that names the fix, and storage in the ledger database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.ledger import Ledger
+from bot.server_settings import BadSetting, ServerSettings, ServerSettingsStore
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> ServerSettingsStore:
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    await ledger.open()
+    return ServerSettingsStore(ledger)
+
+
+async def test_a_server_that_changed_nothing_gets_the_defaults(store: ServerSettingsStore) -> None:
+    assert await store.get("discord", "s1") == ServerSettings()
+
+
+async def test_changes_are_kept_per_server_and_survive_a_restart(
+    store: ServerSettingsStore, tmp_path: Path
+) -> None:
+    changed = await store.update("discord", "s1", default_aspect="2:3", fast_lane=False, user_daily_limit=5)
+    assert (changed.default_aspect, changed.fast_lane, changed.user_daily_limit) == ("2:3", False, 5)
+    await store.update("discord", "s1", user_daily_limit=7)
+    reopened = Ledger(tmp_path / "ledger.sqlite3")
+    await reopened.open()
+    again = await ServerSettingsStore(reopened).get("discord", "s1")
+    assert (again.default_aspect, again.fast_lane, again.user_daily_limit) == ("2:3", False, 7)
+    assert await store.get("slack", "s1") == ServerSettings()
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"colour": "red"}, "there is no setting 'colour'; settings: default_aspect"),
+        ({"user_daily_limit": -1}, "user_daily_limit must be a whole number from 0 to 100000"),
+        ({"user_in_flight_limit": True}, "user_in_flight_limit must be a whole number"),
+        ({"default_aspect": "7:3"}, "default_aspect '7:3' is not supported; use one of 1:1"),
+        ({"character_creators": "admins"}, "character_creators must be everyone or managers"),
+        ({"fast_lane": "yes"}, "fast_lane must be on or off"),
+    ],
+)
+async def test_bad_changes_are_refused_and_change_nothing(
+    store: ServerSettingsStore, changes: dict[str, object], words: str
+) -> None:
+    with pytest.raises(BadSetting, match=words):
+        await store.update("discord", "s1", **changes)
+    assert await store.get("discord", "s1") == ServerSettings()
+
+
+async def test_a_setting_from_a_newer_version_is_ignored(store: ServerSettingsStore) -> None:
+    async with store.ledger.connect() as db:
+        await db.execute(
+            "INSERT INTO server_settings VALUES (?, ?, ?, 0)",
+            ("discord", "s1", json.dumps({"user_daily_limit": 3, "future_knob": 1})),
+        )
+    assert (await store.get("discord", "s1")).user_daily_limit == 3
