@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -41,7 +42,7 @@ from bot.studio import Finished, Origin, Studio, Submission, plan_portrait
 from jobs.fleet import QueueStatus, WorkerBeat, live_workers
 from jobs.queue import ArqQueue, LocalQueue, Queue
 from jobs.spec import JobSpec, ProgressEvent
-from router.catalog import Catalog
+from router.catalog import BUILTIN_PREFIX, Catalog
 
 app = typer.Typer(
     name="likeness",
@@ -174,22 +175,38 @@ def _print_finished(finished: Finished, out: Path) -> None:
 
 @app.command()
 def rerun(
-    image: Annotated[Path, typer.Argument(help="A PNG made by Likeness (its recipe is embedded).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the new PNG.")] = Path("out"),
+    image: Annotated[Path, typer.Argument(help="A PNG or MP4 made by Likeness (its recipe is embedded).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the new file.")] = Path("out"),
 ) -> None:
-    """Make an image again from the recipe embedded in it: same seed, same model, same pixels."""
+    """Make an image or animation again from the recipe embedded in it: same seed, model and pixels."""
     log_to_stderr(logging.WARNING)
-    from jobs.media import read_recipe
-
     settings = load_settings(BotSettings)
     if not image.is_file():
-        fail(f"{image} is not a file; pass the path of a PNG that Likeness made")
+        fail(f"{image} is not a file; pass the path of a PNG or MP4 that Likeness made")
     try:
-        old = read_recipe(image)
+        old = _read_recipe(image)
     except ValueError as exc:
         fail(f"{image}: {exc}")
     finished = run(_rerun(settings, old, out))
     _print_finished(finished, out)
+
+
+def _read_recipe(path: Path) -> JobSpec:
+    """The job spec embedded in a Likeness PNG (`likeness` chunk) or MP4 (`comment` tag)."""
+    from jobs.media import NO_RECIPE, read_recipe
+
+    if path.suffix.lower() != ".mp4":
+        return read_recipe(path)
+    from jobs.video import read_mp4_comment
+
+    comment = read_mp4_comment(path.read_bytes())
+    try:
+        spec = JobSpec.model_validate_json(comment)
+    except ValidationError:
+        raise ValueError(NO_RECIPE.replace("PNG", "video")) from None
+    if spec.recipe is None:
+        raise ValueError(NO_RECIPE.replace("PNG", "video"))
+    return spec
 
 
 async def _rerun(settings: BotSettings, old: JobSpec, out: Path) -> Finished:
@@ -388,9 +405,12 @@ def models_list() -> None:
         table.add_column(column)
     for profile in catalog:
         name = profile.name + (" (default)" if profile.name == catalog.default else "")
-        weights = (
-            "built on demand (noise)" if profile.is_tiny else ("present" if profile.available else "missing")
-        )
+        if profile.is_tiny:
+            weights = "built on demand (noise)"
+        elif profile.checkpoint.startswith(BUILTIN_PREFIX):
+            weights = "built in (no weights)"
+        else:
+            weights = "present" if profile.available else "missing"
         table.add_row(
             name,
             profile.family,

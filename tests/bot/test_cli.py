@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from jobs.media import read_recipe
@@ -81,6 +82,7 @@ def test_bad_input_exits_2_with_a_clear_message(shared_data_dir: Path, tmp_path:
     assert "carries no Likeness recipe" in done.stderr
 
 
+@pytest.mark.timeout(300)  # nine processes, each importing torch
 def test_vary_upscale_and_animate_from_the_command_line(shared_data_dir: Path, tmp_path: Path) -> None:
     env = environment(shared_data_dir)
     made = likeness(
@@ -116,6 +118,12 @@ def test_vary_upscale_and_animate_from_the_command_line(shared_data_dir: Path, t
     assert len(list((tmp_path / "m").glob("g_*.mp4"))) == 1
     assert len(list((tmp_path / "m").glob("g_*_preview.*"))) == 1
     assert "animation in" in moving.stdout
+    (video,) = (tmp_path / "m").glob("g_*.mp4")
+    again = likeness("rerun", str(video), "--out", str(tmp_path / "m2"), env=env)
+    assert again.returncode == 0, again.stderr
+    (preview,) = (tmp_path / "m").glob("g_*_preview.*")
+    (preview_again,) = (tmp_path / "m2").glob("g_*_preview.*")
+    assert preview_again.read_bytes() == preview.read_bytes()  # same seed, same frames
 
     refusals = [
         (("vary", "g_zzzzzzzzzzzz", "1"), "there is no generation g_zzzzzzzzzzzz"),
