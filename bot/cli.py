@@ -35,8 +35,9 @@ from bot.cli_common import (
     run,
 )
 from bot.cli_eval import eval_app
+from bot.courier import Courier, Outcome
 from bot.errors import UserError
-from bot.ledger import Ledger
+from bot.ledger import Generation, Ledger
 from bot.settings import BotSettings
 from bot.studio import Finished, Origin, Studio, Submission, plan_portrait
 from jobs.fleet import QueueStatus, WorkerBeat, live_workers
@@ -305,6 +306,37 @@ def animate(
         )
     )
     _print_finished(finished, out)
+
+
+@app.command()
+def resume(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the files.")] = Path("out"),
+) -> None:
+    """Finish what a stopped `likeness generate` (or a lost queue) left open, and write its files."""
+    log_to_stderr(logging.WARNING)
+    settings = load_settings(BotSettings)
+    outcomes = run(_resume(settings, out))
+    if not outcomes:
+        console.print("nothing to resume: every generation made here was delivered")
+    for outcome in outcomes:
+        console.print(
+            f"{outcome.generation_id}: {outcome.state}{f' ({outcome.detail})' if outcome.detail else ''}"
+        )
+    if any(outcome.state != "delivered" for outcome in outcomes):
+        raise typer.Exit(1)
+
+
+async def _resume(settings: BotSettings, out: Path) -> list[Outcome]:
+    async def deliver(generation: Generation, finished: Finished) -> None:
+        _copy_out(finished, out)
+        _print_finished(finished, out)
+
+    async def report(generation: Generation, reason: str) -> None:
+        errors.print(f"{generation.id} failed: {reason}")
+
+    async with AsyncExitStack() as stack:
+        studio = await _studio(stack, settings)
+        return await Courier(studio, deliver, report, platform=cli_origin(LOCAL_SERVER).platform).resume()
 
 
 @app.command()

@@ -22,7 +22,7 @@ from bot.buttons import Source, animate_spec, find_source, upscale_spec, vary_sp
 from bot.character_desk import CharacterDesk, CharacterRefused
 from bot.commands import PortraitRequest, parse_portrait
 from bot.errors import BadFlag, BadPrompt, JobFailed, JobTimedOut, UnknownProfile
-from bot.ledger import Ledger
+from bot.ledger import Generation, Ledger
 from bot.limits import check, fast_lane, usage
 from bot.server_settings import ServerSettingsStore
 from characters.mentions import resolve_mentions
@@ -300,7 +300,8 @@ class Studio:
             if fast:
                 fast, why = fast_lane(settings, counts, now)
                 notices += [why] if why else []
-        route_info = {**route_info, "lane": "fast" if fast else "normal"}
+        # What a restarted bot needs to finish and deliver it: the lane, and the words shown with it.
+        route_info = {**route_info, "lane": "fast" if fast else "normal", "caption": text_caption}
         # The ledger first: if enqueueing fails or the process dies, the generation is still on record.
         await self.ledger.record(
             generation_id=spec.generation_id,
@@ -366,6 +367,8 @@ class Studio:
                 "grid": str(grid) if grid else None,
                 "worker": result.worker,
                 "timings": result.timings,
+                "seeds": list(seeds),
+                "notices": [*result.notices, *submission.tips],
             },
         )
         return Finished(
@@ -376,6 +379,34 @@ class Studio:
             caption=submission.caption,
             notices=(*result.notices, *submission.tips),
             kind=submission.spec.kind,
+        )
+
+    async def reattach(self, generation: Generation) -> Submission:
+        """A recorded generation back on the queue after a restart, under its own job id: if its job is
+        still queued, running or done, this joins it (arq runs a job id once); if the queue lost it (Redis
+        restarted empty, or the in-process queue died with the bot), it runs again."""
+        spec = JobSpec.model_validate(generation.spec)
+        spec = spec.model_copy(update={"inputs": self._refill(spec)})
+        fast = generation.route.get("lane") == "fast"
+        handle = await self.queue.submit(spec, generation.queue, fast=fast)
+        if generation.status == "recorded":
+            await self.ledger.set_status(generation.id, "queued")
+        caption = str(generation.route.get("caption", spec.prompt))
+        reasons = "; ".join(str(r) for r in generation.route.get("reasons", []))
+        return Submission(generation.id, spec, handle, caption, generation.queue, reasons)
+
+    def finished_of(self, generation: Generation) -> Finished:
+        """The Finished of a generation the ledger has as finished (its files are under the data dir)."""
+        result = generation.result
+        grid = result.get("grid")
+        return Finished(
+            generation_id=generation.id,
+            files=tuple(Path(name) for name in result.get("files", [])),
+            grid=Path(grid) if grid else None,
+            seeds=tuple(int(seed) for seed in result.get("seeds", [])),
+            caption=str(generation.route.get("caption", "")),
+            notices=tuple(str(n) for n in result.get("notices", [])),
+            kind=generation.kind,
         )
 
     async def upload(self, path: Path, max_bytes: int) -> Attachment:
