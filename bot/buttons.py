@@ -19,7 +19,17 @@ from pydantic import ValidationError
 
 from bot.errors import BadFlag, GenerationRefused
 from bot.ledger import Generation, Ledger
-from jobs.spec import Adapter, InputImage, JobSpec, MotionRecipe, Parent, Recipe, UpscaleRecipe, new_id
+from jobs.spec import (
+    Adapter,
+    InputImage,
+    JobKind,
+    JobSpec,
+    MotionRecipe,
+    Parent,
+    Recipe,
+    UpscaleRecipe,
+    new_id,
+)
 from router.catalog import Catalog, Profile
 from router.engines import EngineChoice, MotionPlan, engine_for, motion_plan, upscale_size
 from router.route import RouteError
@@ -201,32 +211,13 @@ def upscale_spec(source: Source, catalog: Catalog, *, factor: int, seed: int) ->
     except RouteError as exc:
         raise BadFlag(str(exc)) from None
     profile = choice.profile
-    recipe = Recipe(
-        profile=profile.name,
-        family=profile.family,
-        checkpoint=profile.checkpoint,
-        scheduler=profile.scheduler,
-        steps=profile.steps,
-        cfg=profile.cfg,
-        width=width,
-        height=height,
-        seeds=(seed,),
-        upscale=UpscaleRecipe(
-            factor=2 if factor == 2 else 4,
-            tile=profile.tile,
-            overlap=profile.tile_overlap,
-            noise_level=profile.noise_level,
-        ),
+    tiles = UpscaleRecipe(
+        factor=2 if factor == 2 else 4,
+        tile=profile.tile,
+        overlap=profile.tile_overlap,
+        noise_level=profile.noise_level,
     )
-    spec = JobSpec(
-        generation_id=new_id("g"),
-        kind="upscale",
-        prompt=source.spec.prompt,
-        negative=source.spec.negative,
-        recipe=recipe,
-        inputs=(source.as_input(),),
-        parent=source.parent,
-    )
+    spec = _job(source, "upscale", _recipe(profile, width, height, seed, upscale=tiles))
     return spec, choice
 
 
@@ -249,35 +240,47 @@ def animate_spec(
     except RouteError as exc:
         raise BadFlag(str(exc)) from None
     profile: Profile = choice.profile
-    recipe = Recipe(
-        profile=profile.name,
-        family=profile.family,
-        checkpoint=profile.checkpoint,
-        scheduler=profile.scheduler,
-        steps=profile.steps,
-        cfg=profile.cfg,
-        width=plan.width,
-        height=plan.height,
-        seeds=(seed,),
-        motion=MotionRecipe(
-            frames=plan.frames,
-            fps=plan.fps,
-            motion=plan.motion,
-            min_cfg=min(1.0, profile.cfg),  # guidance ramps from 1 at the first frame to cfg at the last
-            decode_chunk=profile.decode_chunk,
-            max_bytes=max_bytes,
-        ),
+    motion_recipe = MotionRecipe(
+        frames=plan.frames,
+        fps=plan.fps,
+        motion=plan.motion,
+        min_cfg=min(1.0, profile.cfg),  # guidance ramps from 1 at the first frame to cfg at the last
+        decode_chunk=profile.decode_chunk,
+        max_bytes=max_bytes,
     )
-    spec = JobSpec(
+    spec = _job(source, "animate", _recipe(profile, plan.width, plan.height, seed, motion=motion_recipe))
+    return spec, choice, plan
+
+
+def _recipe(profile: Profile, width: int, height: int, seed: int, **kind: object) -> Recipe:
+    """The recipe of an upscale or animate job on `profile`: its own steps, guidance and scheduler."""
+    return Recipe.model_validate(
+        {
+            "profile": profile.name,
+            "family": profile.family,
+            "checkpoint": profile.checkpoint,
+            "scheduler": profile.scheduler,
+            "steps": profile.steps,
+            "cfg": profile.cfg,
+            "width": width,
+            "height": height,
+            "seeds": (seed,),
+            **kind,
+        }
+    )
+
+
+def _job(source: Source, kind: JobKind, recipe: Recipe) -> JobSpec:
+    """A job that starts from `source`, with its words, carrying its image and naming it as parent."""
+    return JobSpec(
         generation_id=new_id("g"),
-        kind="animate",
+        kind=kind,
         prompt=source.spec.prompt,
         negative=source.spec.negative,
         recipe=recipe,
         inputs=(source.as_input(),),
         parent=source.parent,
     )
-    return spec, choice, plan
 
 
 def _profile_of(source: Source) -> str:

@@ -253,15 +253,8 @@ def vary(
     server: ServerOption = LOCAL_SERVER,
 ) -> None:
     """Four new variations of one variation: same prompt and engine, new seeds (V1–V4)."""
-    log_to_stderr(logging.WARNING)
-    settings = load_settings(BotSettings)
     origin = cli_origin(server)
-    finished = run(
-        _make(
-            settings, out, lambda studio: studio.vary(origin, generation, index, strong=strong, remix=prompt)
-        )
-    )
-    _print_finished(finished, out)
+    _button(out, lambda studio: studio.vary(origin, generation, index, strong=strong, remix=prompt))
 
 
 @app.command()
@@ -273,11 +266,8 @@ def upscale(
     server: ServerOption = LOCAL_SERVER,
 ) -> None:
     """Enlarge one variation 2× or 4× with the deployment's upscaler (U1–U4, then Upscale)."""
-    log_to_stderr(logging.WARNING)
-    settings = load_settings(BotSettings)
     origin = cli_origin(server)
-    finished = run(_make(settings, out, lambda studio: studio.upscale(origin, generation, index, factor=x)))
-    _print_finished(finished, out)
+    _button(out, lambda studio: studio.upscale(origin, generation, index, factor=x))
 
 
 @app.command()
@@ -295,16 +285,17 @@ def animate(
     server: ServerOption = LOCAL_SERVER,
 ) -> None:
     """Turn one variation into a short video: an H.264 MP4 and an animated WebP preview."""
+    origin = cli_origin(server)
+    _button(
+        out, lambda studio: studio.animate(origin, generation, index, seconds=seconds, fps=fps, motion=motion)
+    )
+
+
+def _button(out: Path, submit: Callable[[Studio], Awaitable[Submission]]) -> None:
+    """A result button from the command line: submit, follow, write the files, print them."""
     log_to_stderr(logging.WARNING)
     settings = load_settings(BotSettings)
-    origin = cli_origin(server)
-    finished = run(
-        _make(
-            settings,
-            out,
-            lambda studio: studio.animate(origin, generation, index, seconds=seconds, fps=fps, motion=motion),
-        )
-    )
+    finished = run(_make(settings, out, submit))
     _print_finished(finished, out)
 
 
