@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bot.buttons import find_source, upscale_spec
 from bot.errors import BadFlag, GenerationRefused
 from bot.ledger import Ledger
 from bot.studio import Finished, Origin, Studio
@@ -154,12 +155,11 @@ async def test_upscale_traces_back_to_the_request_and_is_made_again_bit_for_bit(
     assert [g.kind for g in chain] == ["upscale", "vary", "txt2img"]
     again = await studio.finish(await studio.rerun(ORIGIN, read_recipe(big.files[0])))
     assert np.array_equal(pixels(big.files[0]), pixels(again.files[0]))
-    # An upscale of the upscale is still matched to the tiny engines, and the 4K cap holds.
-    bigger = await studio.finish(await studio.upscale(ORIGIN, big.generation_id, 1, factor=4))
-    with Image.open(bigger.files[0]) as image:
-        assert image.size == (192 * 8, 320 * 8)
-    with pytest.raises(BadFlag, match="even 2× would pass the 4096 px cap"):
-        await studio.upscale(ORIGIN, bigger.generation_id, 1, factor=2)
+    # An upscale of the upscale is still matched to the tiny engines (its parent's portrait profile).
+    source = await find_source(studio.ledger, "discord", "s1", big.generation_id, 1, "upscale")
+    spec, choice = upscale_spec(source, studio.catalog, factor=4, seed=1)
+    assert choice.profile.name == "tiny-upscale" and spec.recipe is not None
+    assert (spec.recipe.width, spec.recipe.height) == (192 * 8, 320 * 8)
     with pytest.raises(
         GenerationRefused, match=f"vary the variation it was made from: {varied.generation_id} #3"
     ):
