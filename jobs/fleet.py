@@ -1,8 +1,9 @@
-"""The fleet as Redis sees it: worker heartbeats, measured job durations, queue depths.
+"""The fleet as Redis sees it: worker heartbeats, measured job and load durations, queue depths.
 
 Workers announce themselves with a heartbeat key that expires within seconds, so a worker that dies
-drops out of the fleet on its own. Durations are the last jobs' wall times per profile; their median
-gives queue ETAs that come from measurements, not guesses. Torch-free: the bot reads these too.
+drops out of the fleet on its own. Durations are the last jobs' wall times per profile, and load times
+the last loads of its checkpoint; their medians give queue ETAs and placement costs that come from
+measurements, not guesses. Torch-free: the bot reads these too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +21,7 @@ HEARTBEAT_TTL_S = 6
 HEARTBEAT_EVERY_S = 2.0
 DURATIONS_KEY = "likeness:durations:"
 DURATIONS_KEPT = 50
+LOADS_KEY = "likeness:loads:"  # the last load times of a profile's checkpoint, kept like durations
 
 
 class WorkerBeat(BaseModel):
@@ -34,6 +37,12 @@ class WorkerBeat(BaseModel):
     memory_budget_gb: float = 0.0
     current_job: str | None = None
     sent_at: float = Field(default_factory=time.time)
+    # For placement (older workers leave them out: they look idle and holding nothing).
+    holds: tuple[str, ...] = Field(
+        default=(), description="served profiles it runs without a load, least recently used first"
+    )
+    capacity: int = Field(default=1, ge=1, description="how many profiles it can hold at once")
+    busy: bool = Field(default=False, description="running a job or loading a profile")
 
 
 class QueueStatus(BaseModel):
@@ -67,17 +76,33 @@ async def live_workers(redis: Any) -> list[WorkerBeat]:
     return sorted(beats, key=lambda beat: beat.worker)
 
 
-async def record_duration(redis: Any, profile: str, seconds: float) -> None:
-    key = DURATIONS_KEY + profile
+async def _record(redis: Any, key: str, seconds: float) -> None:
     async with redis.pipeline(transaction=False) as pipe:
         pipe.lpush(key, f"{seconds:.3f}")
         pipe.ltrim(key, 0, DURATIONS_KEPT - 1)
         await pipe.execute()
 
 
+def median_of(values: Sequence[bytes | str]) -> float | None:
+    """The median of measurements as Redis returns them (None when there are none)."""
+    return statistics.median(float(v) for v in values) if values else None
+
+
+async def record_duration(redis: Any, profile: str, seconds: float) -> None:
+    await _record(redis, DURATIONS_KEY + profile, seconds)
+
+
 async def median_duration(redis: Any, profile: str) -> float | None:
-    values = [float(v) for v in await redis.lrange(DURATIONS_KEY + profile, 0, DURATIONS_KEPT - 1)]
-    return statistics.median(values) if values else None
+    return median_of(await redis.lrange(DURATIONS_KEY + profile, 0, DURATIONS_KEPT - 1))
+
+
+async def record_load(redis: Any, profile: str, seconds: float) -> None:
+    """How long loading the profile's checkpoint took (only jobs that had to load it say so)."""
+    await _record(redis, LOADS_KEY + profile, seconds)
+
+
+async def median_load(redis: Any, profile: str) -> float | None:
+    return median_of(await redis.lrange(LOADS_KEY + profile, 0, DURATIONS_KEPT - 1))
 
 
 async def queue_status(redis: Any, queue: str, profile: str) -> QueueStatus:

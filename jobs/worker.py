@@ -1,7 +1,8 @@
 """The GPU worker: runs JobSpecs on resident pipelines, off the event loop, reporting progress.
 
 `JobRunner` is the part both queues share: the in-process LocalQueue calls it directly, and
-`serve()` wraps it in arq workers (one per profile queue) for `likeness worker`.
+`serve()` wraps it in arq workers (one per profile queue, one job at a time: jobs/dispatch.py) for
+`likeness worker`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from typing import Any, Literal, Protocol
 
 from arq.constants import result_key_prefix
 
-from jobs.fleet import HEARTBEAT_EVERY_S, WorkerBeat, forget_beat, publish_beat, record_duration
+from jobs.dispatch import Dispatcher, GatedWorker, Runner, served_profiles
+from jobs.fleet import (
+    HEARTBEAT_EVERY_S,
+    WorkerBeat,
+    forget_beat,
+    publish_beat,
+    record_duration,
+    record_load,
+)
 from jobs.identity import (
     AdapterSource,
     AdapterWeightsMissing,
@@ -368,6 +377,8 @@ async def run_job(ctx: dict[str, Any], spec_data: dict[str, Any]) -> dict[str, A
             await publisher.close()
         if result.ok and spec.recipe is not None and "total" in result.timings:
             await record_duration(ctx["redis"], spec.recipe.profile, result.timings["total"])
+        if result.ok and spec.recipe is not None and result.timings.get("load", 0.0) > 0:
+            await record_load(ctx["redis"], spec.recipe.profile, result.timings["load"])
     state: Literal["finished", "failed"] = "finished" if result.ok else "failed"
     ctx[END_EVENT] = ProgressEvent(job_id=result.job_id, state=state, message=result.error)
     return result.model_dump()
@@ -386,25 +397,31 @@ async def announce_end(ctx: dict[str, Any]) -> None:
     await publish_event(ctx["redis"], event)
 
 
-async def _heartbeat(runner: JobRunner, profiles: list[str], queues: list[str], worker: Any) -> None:
-    """Tell the fleet every few seconds what this worker serves, holds and runs; its key expires with it."""
+async def _heartbeat(
+    runner: Runner, profiles: list[str], queues: list[str], dispatcher: Dispatcher, redis: Any
+) -> None:
+    """Tell the fleet what this worker serves, holds and runs: every few seconds, and at once when it turns
+    busy or idle or what it holds changes (placement on other workers reads it). Its key expires with it."""
     while True:
-        pool = getattr(worker, "_pool", None)  # arq connects when its worker starts
+        dispatcher.changed.clear()
         try:
-            if pool is not None:
-                beat = WorkerBeat(
-                    worker=runner.name,
-                    queues=tuple(queues),
-                    profiles=tuple(profiles),
-                    loaded=tuple(runner.cache.resident),
-                    device=runner.device.name,
-                    memory_budget_gb=runner.cache.budget_gb,
-                    current_job=runner.current_job,
-                )
-                await publish_beat(pool, beat)
+            beat = WorkerBeat(
+                worker=runner.name,
+                queues=tuple(queues),
+                profiles=tuple(profiles),
+                loaded=tuple(runner.cache.resident),
+                device=runner.device.name,
+                memory_budget_gb=runner.cache.budget_gb,
+                current_job=runner.current_job,
+                holds=dispatcher.holds(),
+                capacity=dispatcher.capacity(),
+                busy=dispatcher.busy,
+            )
+            await publish_beat(redis, beat)
         except Exception:  # a missed beat only makes the worker look idle or gone for a moment
             log.warning("heartbeat failed", exc_info=True)
-        await asyncio.sleep(HEARTBEAT_EVERY_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(dispatcher.changed.wait(), HEARTBEAT_EVERY_S)
 
 
 class SupportsRun(Protocol):
@@ -419,11 +436,12 @@ def arq_worker(
     burst: bool = False,
     poll_delay_s: float = 0.05,
     job_timeout_s: float = 900,
-) -> Any:
-    """An arq Worker that feeds one queue to `runner`. Build it inside the running event loop."""
-    from arq import Worker, func
+) -> GatedWorker:
+    """An arq Worker that feeds one queue to `runner`, one job at a time. Build it inside the running
+    event loop. It takes jobs while its `allow_pick_jobs` is on (`serve()`'s Dispatcher sets it)."""
+    from arq import func
 
-    return Worker(
+    return GatedWorker(
         functions=[func(run_job, name=ARQ_FUNCTION, timeout=job_timeout_s)],
         queue_name=queue_name,
         redis_settings=arq_redis_settings(redis_url),
@@ -441,11 +459,17 @@ def arq_worker(
     )
 
 
-async def serve(settings: WorkerSettings, catalog: Catalog, *, burst: bool = False) -> None:
+async def serve(
+    settings: WorkerSettings, catalog: Catalog, *, burst: bool = False, runner: Runner | None = None
+) -> None:
     """Run arq workers for the configured profiles until SIGINT/SIGTERM (or, with `burst`, until idle).
 
-    The arq Worker must be built inside the running event loop: built outside, it hangs silently.
+    One arq Worker per queue, and a `Dispatcher` (jobs/dispatch.py) that lets one of them at a time take
+    a job, from the queue placement chooses. `runner` replaces the JobRunner (tests). The arq Workers must
+    be built inside the running event loop: built outside, they hang silently.
     """
+    from arq import create_pool
+
     if not settings.redis_url:
         raise ValueError(
             "a worker needs a Redis URL: set LIKENESS_REDIS_URL or pass --redis redis://host:6379"
@@ -457,11 +481,16 @@ async def serve(settings: WorkerSettings, catalog: Catalog, *, burst: bool = Fal
             f"unknown profile(s) {', '.join(unknown)}; use names from `likeness models list`: "
             + ", ".join(p.name for p in catalog)
         )
-    runner = JobRunner(settings, catalog)
+    if runner is None:
+        runner = JobRunner(settings, catalog)
     await runner.preload(names)
-    queues = sorted({catalog.profiles[n].queue_name for n in names})
-    workers = [
-        arq_worker(
+    profiles = served_profiles(catalog, names)
+    queues = sorted({p.queue for p in profiles})
+    redis = await create_pool(
+        arq_redis_settings(settings.redis_url), job_serializer=pack, job_deserializer=unpack
+    )
+    workers = {
+        queue: arq_worker(
             runner,
             queue,
             settings.redis_url,
@@ -470,14 +499,27 @@ async def serve(settings: WorkerSettings, catalog: Catalog, *, burst: bool = Fal
             job_timeout_s=settings.job_timeout_s,
         )
         for queue in queues
+    }
+    dispatcher = Dispatcher(workers, profiles, redis, runner, burst=burst, poll_delay_s=settings.poll_delay_s)
+    for worker in workers.values():
+        worker.when_job_ends = dispatcher.wake
+    helpers = [
+        asyncio.create_task(dispatcher.run(), name="likeness-dispatch"),
+        asyncio.create_task(_heartbeat(runner, names, queues, dispatcher, redis), name="likeness-heartbeat"),
     ]
 
-    beat_task = asyncio.create_task(_heartbeat(runner, names, queues, workers[0]))
-
     def stop(signum: int) -> None:
-        # Stop taking jobs; let the one under way finish (up to the job timeout), then exit.
-        for one in workers:
-            one.handle_sig_wait_for_completion(signum)
+        # Stop the dispatcher first, so no queue opens again; let the job under way finish (up to the job
+        # timeout), then exit.
+        dispatcher.stop()
+        for one in workers.values():
+            one.handle_sig_wait_for_completion(signal.Signals(signum))
+
+    async def work(queue: str, worker: GatedWorker) -> None:
+        try:
+            await worker.async_run()
+        finally:
+            dispatcher.retire(queue)
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -485,15 +527,25 @@ async def serve(settings: WorkerSettings, catalog: Catalog, *, burst: bool = Fal
     log.info(
         "worker %s serving %s on %s (%s)", runner.name, ", ".join(names), ", ".join(queues), runner.device
     )
+    runs = [asyncio.create_task(work(queue, worker)) for queue, worker in workers.items()]
     try:
-        with contextlib.suppress(asyncio.CancelledError):  # how arq workers end on a signal
-            await asyncio.gather(*(w.async_run() for w in workers))
+        # Wait for every Worker: on a signal the idle ones end at once, the busy one once its job is done
+        # (closing it earlier would cancel that job). A Worker ends by being cancelled, or fails.
+        pending: set[asyncio.Task[None]] = set(runs)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    raise error
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        beat_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beat_task
+        dispatcher.stop()
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
         with contextlib.suppress(Exception):
-            await forget_beat(workers[0].pool, runner.name)
-        await asyncio.gather(*(w.close() for w in workers))
+            await forget_beat(redis, runner.name)
+        await asyncio.gather(*(w.close() for w in workers.values()))
+        await asyncio.gather(*runs, return_exceptions=True)
+        await redis.aclose()

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 
 from jobs.fleet import (
     DURATIONS_KEPT,
+    HEARTBEAT_KEY,
     WorkerBeat,
     forget_beat,
     live_workers,
     median_duration,
+    median_load,
     publish_beat,
     queue_status,
     record_duration,
+    record_load,
 )
 from jobs.queue import ArqQueue
 
@@ -53,6 +57,47 @@ async def test_durations_keep_the_last_jobs_and_give_their_median(queue: ArqQueu
     for _ in range(DURATIONS_KEPT):
         await record_duration(queue.redis, "tiny-xl", 4.0)
     assert await median_duration(queue.redis, "tiny-xl") == 4.0
+
+
+async def test_load_times_are_kept_apart_from_job_durations(queue: ArqQueue) -> None:
+    assert await median_load(queue.redis, "tiny-xl") is None
+    for seconds in (30.0, 20.0, 25.0):
+        await record_load(queue.redis, "tiny-xl", seconds)
+    await record_duration(queue.redis, "tiny-xl", 4.0)
+    assert await median_load(queue.redis, "tiny-xl") == 25.0
+    assert await median_duration(queue.redis, "tiny-xl") == 4.0
+
+
+async def test_beats_say_what_placement_needs_and_older_beats_still_read(queue: ArqQueue) -> None:
+    await publish_beat(
+        queue.redis,
+        WorkerBeat(
+            worker="gpu-a",
+            queues=(QUEUE,),
+            profiles=("tiny-xl", "tiny-identity-xl"),
+            loaded=("tiny:sdxl",),
+            holds=("tiny-xl", "tiny-identity-xl"),
+            capacity=3,
+            busy=True,
+        ),
+    )
+    # A worker of the previous release: no holds, capacity or busy.
+    await queue.redis.set(
+        HEARTBEAT_KEY + "gpu-old",
+        json.dumps(
+            {"worker": "gpu-old", "queues": [QUEUE], "profiles": ["tiny-xl"], "loaded": ["tiny:sdxl"]}
+        ),
+        ex=6,
+    )
+    new, old = await live_workers(queue.redis)
+    assert (new.holds, new.capacity, new.busy) == (("tiny-xl", "tiny-identity-xl"), 3, True)
+    assert (old.worker, old.loaded, old.holds, old.capacity, old.busy) == (
+        "gpu-old",
+        ("tiny:sdxl",),
+        (),
+        1,
+        False,
+    )
 
 
 async def test_queue_status_counts_servers_and_measures_the_wait(queue: ArqQueue) -> None:
