@@ -63,6 +63,12 @@ class WorkerSettings(SharedSettings):
     )
     worker_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64)
     job_timeout_s: int = Field(default=900, ge=10, le=86_400, description="Longest a job may run.")
+    job_lock_s: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=3600.0,
+        description="How soon another worker takes over the job of a worker that died (its lock lapses).",
+    )
     poll_delay_s: float = Field(
         default=0.05, ge=0.001, le=5.0, description="How often an idle worker polls Redis for work."
     )

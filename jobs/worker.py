@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from arq.constants import result_key_prefix
+from arq.constants import in_progress_key_prefix, result_key_prefix
 
 from jobs.dispatch import Dispatcher, GatedWorker, Runner, served_profiles
 from jobs.fleet import (
@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 ProgressSink = Callable[[ProgressEvent], None]
 
 END_EVENT = "likeness_end_event"  # where run_job leaves the last event for announce_end, in arq's ctx
+LOCK_S = "likeness_lock_s"  # the in-progress lock's length, in arq's ctx (see `_hold_lock`)
 DEFAULT_MEMORY_GB = 8.0  # for a recipe whose profile this worker's catalog does not list
 
 TINY_NOTICE = (
@@ -371,9 +372,13 @@ async def run_job(ctx: dict[str, Any], spec_data: dict[str, Any]) -> dict[str, A
     else:
         spec = JobSpec.model_validate(spec_data)
         publisher = EventPublisher(ctx["redis"])
+        holding = asyncio.create_task(
+            _hold_lock(ctx["redis"], str(ctx.get("job_id", spec.job_id)), float(ctx.get(LOCK_S, 30.0)))
+        )
         try:
             result = await runner.run(spec, publisher.emit)
         finally:
+            holding.cancel()
             await publisher.close()
         if result.ok and spec.recipe is not None and "total" in result.timings:
             await record_duration(ctx["redis"], spec.recipe.profile, result.timings["total"])
@@ -382,6 +387,22 @@ async def run_job(ctx: dict[str, Any], spec_data: dict[str, Any]) -> dict[str, A
     state: Literal["finished", "failed"] = "finished" if result.ok else "failed"
     ctx[END_EVENT] = ProgressEvent(job_id=result.job_id, state=state, message=result.error)
     return result.model_dump()
+
+
+async def _hold_lock(redis: Any, job_id: str, lock_s: float) -> None:
+    """Keep arq's in-progress lock of a running job alive while this worker lives.
+
+    The lock is short (`job_lock_s`, 30 s by default) and renewed every third of it: when a worker dies
+    mid-job, the lock lapses within that time and another worker runs the job again, instead of waiting
+    out arq's default of the longest job timeout plus 10 s.
+    """
+    key = in_progress_key_prefix + job_id
+    while True:
+        await asyncio.sleep(lock_s / 3)
+        try:
+            await redis.pexpire(key, int(lock_s * 1000))
+        except Exception:  # a missed renewal is made good by the next one
+            log.warning("could not renew the lock of job %s", job_id, exc_info=True)
 
 
 async def announce_end(ctx: dict[str, Any]) -> None:
@@ -436,16 +457,17 @@ def arq_worker(
     burst: bool = False,
     poll_delay_s: float = 0.05,
     job_timeout_s: float = 900,
+    job_lock_s: float = 30.0,
 ) -> GatedWorker:
     """An arq Worker that feeds one queue to `runner`, one job at a time. Build it inside the running
     event loop. It takes jobs while its `allow_pick_jobs` is on (`serve()`'s Dispatcher sets it)."""
     from arq import func
 
-    return GatedWorker(
+    worker = GatedWorker(
         functions=[func(run_job, name=ARQ_FUNCTION, timeout=job_timeout_s)],
         queue_name=queue_name,
         redis_settings=arq_redis_settings(redis_url),
-        ctx={"runner": runner},
+        ctx={"runner": runner, LOCK_S: job_lock_s},
         burst=burst,
         poll_delay=poll_delay_s,
         max_jobs=1,
@@ -457,6 +479,9 @@ def arq_worker(
         log_results=False,  # arq would repr() every result, images included, on the event loop
         after_job_end=announce_end,
     )
+    # A short in-progress lock, renewed while the job runs (see `_hold_lock`).
+    worker.in_progress_timeout_s = job_lock_s
+    return worker
 
 
 async def serve(
@@ -497,6 +522,7 @@ async def serve(
             burst=burst,
             poll_delay_s=settings.poll_delay_s,
             job_timeout_s=settings.job_timeout_s,
+            job_lock_s=settings.job_lock_s,
         )
         for queue in queues
     }
