@@ -35,6 +35,7 @@ from bot.cli_common import (
     run,
 )
 from bot.cli_eval import eval_app
+from bot.cli_serve import serve_app
 from bot.courier import Courier, Outcome
 from bot.errors import UserError
 from bot.ledger import Generation, Ledger
@@ -58,6 +59,7 @@ models_app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(characters_app, name="characters")
 app.add_typer(eval_app, name="eval")
+app.add_typer(serve_app, name="serve")
 
 
 def main() -> None:

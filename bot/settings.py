@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 
 from jobs.settings import SharedSettings
+
+DISCORD_API_BASE = "https://discord.com/api/v10"
+DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
 
 
 class BotSettings(SharedSettings):
@@ -14,6 +17,26 @@ class BotSettings(SharedSettings):
 
     job_wait_s: float = Field(
         default=1800, ge=1, le=86_400, description="How long the bot waits for a job before calling it lost."
+    )
+    discord_token: SecretStr | None = Field(
+        default=None,
+        # DISCORD_TOKEN too: the name most hosting guides and secret stores already use.
+        validation_alias=AliasChoices("LIKENESS_DISCORD_TOKEN", "DISCORD_TOKEN", "discord_token"),
+        description="The bot token from the Discord developer portal (Bot → Reset Token).",
+    )
+    discord_api_base: str = Field(
+        default=DISCORD_API_BASE,
+        pattern=r"^https?://\S+$",
+        description="Discord's REST API base, with the version; another for a proxy or a test.",
+    )
+    discord_gateway_url: str = Field(
+        default=DISCORD_GATEWAY_URL,
+        pattern=r"^wss?://\S+$",
+        description="Discord's gateway (WebSocket) URL; another for a gateway proxy or a test.",
+    )
+    discord_sync_commands: bool = Field(
+        default=True,
+        description="Register the slash commands with Discord at start (a bulk overwrite; idempotent).",
     )
 
     @property

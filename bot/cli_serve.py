@@ -1,0 +1,108 @@
+"""`likeness serve discord`: run the bot in a chat platform, on the embedded default or a Redis fleet.
+
+The adapter (and discord.py) is imported only when the command runs, so `likeness --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import AsyncExitStack
+
+import typer
+
+from bot.cli_common import catalog_for, character_desk, fail, load_settings, log_to_stderr, run
+from bot.ledger import Ledger
+from bot.server_settings import ServerSettingsStore
+from bot.settings import BotSettings
+from bot.studio import Studio
+from jobs.queue import ArqQueue, LocalQueue, Queue
+from router.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+serve_app = typer.Typer(help="Run Likeness in a chat platform.", no_args_is_help=True)
+
+NO_TOKEN = (
+    "no Discord bot token: set LIKENESS_DISCORD_TOKEN (or DISCORD_TOKEN) to the token from "
+    "https://discord.com/developers/applications → your application → Bot → Reset Token"
+)
+
+
+@serve_app.callback()
+def serve() -> None:
+    """Run Likeness in a chat platform."""
+
+
+@serve_app.command("discord")
+def discord_command() -> None:
+    """Run the Discord bot: /portrait and its buttons (settings: LIKENESS_DISCORD_*)."""
+    settings = load_settings(BotSettings)
+    if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
+        fail(NO_TOKEN)
+    log_to_stderr(logging.INFO)
+    import discord
+
+    try:
+        run(serve_discord(settings))
+    except discord.LoginFailure:
+        fail("Discord refused the bot token (401); reset it in the developer portal and set it again")
+    except discord.PrivilegedIntentsRequired:  # Likeness asks for none; a changed build might
+        fail("Discord refused the gateway intents; Likeness needs no privileged intent")
+
+
+async def chat_studio(stack: AsyncExitStack, settings: BotSettings) -> Studio:
+    """A Studio for a chat platform: like the command line's, plus each server's settings and limits."""
+    catalog = catalog_for(settings)
+    ledger = Ledger(settings.ledger_path)
+    await ledger.open()
+    profile = catalog.default_profile
+    if profile.is_tiny:
+        log.warning(
+            "%s is a tiny random-weight model: its images are noise (README, section Models)", profile.name
+        )
+    return Studio(
+        ledger=ledger,
+        catalog=catalog,
+        queue=await _queue(stack, settings, catalog),
+        generations_dir=settings.generations_dir,
+        job_wait_s=settings.job_wait_s,
+        characters=await character_desk(settings),
+        server_settings=ServerSettingsStore(ledger),
+    )
+
+
+async def _queue(stack: AsyncExitStack, settings: BotSettings, catalog: Catalog) -> Queue:
+    """arq on Redis when a Redis URL is configured, else a worker inside this process."""
+    queue: Queue
+    if settings.redis_url:
+        queue = await ArqQueue.connect(settings.redis_url)
+    else:
+        from jobs.settings import WorkerSettings
+        from jobs.worker import JobRunner
+
+        worker_settings = WorkerSettings(
+            data_dir=settings.data_dir,
+            models_file=settings.models_file,
+            default_profile=settings.default_profile,
+        )
+        queue = LocalQueue(JobRunner(worker_settings, catalog).run)
+    stack.push_async_callback(queue.close)
+    return queue
+
+
+async def serve_discord(settings: BotSettings) -> None:
+    """Run until SIGTERM or Ctrl-C; the ledger keeps what was asked, whatever happens."""
+    from bot.discord_bot import LikenessBot, discord_endpoints
+
+    assert settings.discord_token is not None
+    async with AsyncExitStack() as stack:
+        bot = LikenessBot(await chat_studio(stack, settings), sync_commands=settings.discord_sync_commands)
+        loop = asyncio.get_running_loop()
+        closing: list[asyncio.Task[None]] = []
+        loop.add_signal_handler(signal.SIGTERM, lambda: closing.append(loop.create_task(bot.close())))
+        stack.callback(loop.remove_signal_handler, signal.SIGTERM)
+        stack.push_async_callback(bot.close)
+        with discord_endpoints(settings.discord_api_base, settings.discord_gateway_url):
+            await bot.start(settings.discord_token.get_secret_value().strip())

@@ -1,0 +1,393 @@
+"""The Discord adapter: `/portrait` and the result buttons in, Studio calls out, messages back.
+
+Each interaction becomes one Studio call on behalf of an `Origin` (guild, channel, user). This module and
+its two helpers, bot/discord_views.py (the buttons) and bot/discord_replies.py (acknowledging, progress,
+posting), are the only ones that import discord.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import discord
+import yarl
+from discord import app_commands
+
+from bot.commands import MAX_PROMPT_CHARS, MAX_SEED, MAX_VARIATIONS, parse_portrait
+from bot.discord_replies import TOKEN_LIFETIME_S, TOKEN_MARGIN_S, Exchange, fit, progress_text
+from bot.discord_views import Action, ResultButton, chooser_view, grid_view, single_view, variations_on
+from bot.errors import GenerationRefused, UserError
+from bot.studio import Finished, Origin, Studio, Submission
+from jobs.spec import new_id
+from router.sizes import ASPECT_RATIOS
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+PROGRESS_EVERY_S = 2.0  # at most one status edit this often: Discord rate-limits message edits
+APOLOGY = (
+    "Sorry, something went wrong on our side and this request was not done. If it happens again, give the "
+    "server's admins this error id: {error_id}"
+)
+_FRAMEWORK = ("clothing", "environment", "lighting", "camera", "skin")
+# What the bot needs in a channel for what it posts outside interaction responses: results after the
+# interaction's token ran out (15 minutes), replies to the message they belong to, and their files.
+INVITE_PERMISSIONS = discord.Permissions(
+    view_channel=True, send_messages=True, attach_files=True, read_message_history=True
+)
+
+
+class DirectMessage(UserError):
+    """Likeness works in servers, where characters, settings and limits live; not in direct messages."""
+
+
+@contextmanager
+def discord_endpoints(api_base: str, gateway_url: str) -> Iterator[None]:
+    """Point discord.py at another REST API base and gateway (a proxy, or a local test double) while the bot
+    runs, and back afterwards.
+
+    discord.py 2.7 reads both from class attributes, `discord.http.Route.BASE` (REST and webhooks alike)
+    and `DiscordWebSocket.DEFAULT_GATEWAY` (the first connection, and after an invalidated session; a
+    resume uses the `resume_gateway_url` of READY). It has no per-client option, so they are process-wide:
+    one bot per process.
+    """
+    saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    discord.http.Route.BASE = api_base.rstrip("/")
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+    try:
+        yield
+    finally:
+        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
+
+
+def intents() -> discord.Intents:
+    """Guilds only: slash commands and buttons arrive without any intent, and none privileged is needed."""
+    return discord.Intents(guilds=True)
+
+
+def origin_of(interaction: discord.Interaction[Any]) -> Origin:
+    if interaction.guild_id is None:
+        raise DirectMessage(
+            "Likeness makes portraits in servers, not in direct messages: use /portrait in a channel of a "
+            "server where Likeness is installed."
+        )
+    return Origin(
+        platform=PLATFORM,
+        server_id=str(interaction.guild_id),
+        channel_id=str(interaction.channel_id),
+        user_id=str(interaction.user.id),
+    )
+
+
+def portrait_text(
+    prompt: str,
+    *,
+    ar: str | None = None,
+    seed: int | None = None,
+    count: int | None = None,
+    negative: str | None = None,
+    fast: bool = False,
+) -> str:
+    """The slash command's options in the /portrait grammar the Studio parses."""
+    parts = [prompt.strip()]
+    parts += [f"--ar {ar}"] if ar else []
+    parts += [f"--seed {seed}"] if seed is not None else []
+    parts += [f"--n {count}"] if count is not None else []
+    parts += ["--fast"] if fast else []
+    parts += [f"--no {negative.strip()}"] if negative and negative.strip() else []  # last: it runs to the end
+    return " ".join(parts)
+
+
+def _quoted(value: str) -> str:
+    for opening, closing in (('"', '"'), ("'", "'"), ("«", "»")):
+        if opening not in value and closing not in value:
+            return f"{opening}{value}{closing}"
+    return value
+
+
+def reroll_text(request: Mapping[str, Any]) -> str:
+    """The /portrait text of a recorded request, without its seed; GenerationRefused if it cannot be
+    written back exactly."""
+    parts = [str(request["subject"])]
+    for name in _FRAMEWORK:
+        if request.get(name):
+            parts.append(f"--{name} {_quoted(str(request[name]))}")
+    if request.get("negative"):
+        parts.append(f"--no {_quoted(str(request['negative']))}")
+    if request.get("aspect_given"):
+        parts.append(f"--ar {request['aspect']}")
+    flags = {"count": "n", "steps": "steps", "cfg": "cfg", "engine": "engine", "character_weight": "cw"}
+    for name, flag in flags.items():
+        value = request.get(name)
+        if value is not None and not (name == "count" and value == MAX_VARIATIONS):
+            parts.append(f"--{flag} {value:g}" if isinstance(value, float) else f"--{flag} {value}")
+    if request.get("fast"):
+        parts.append("--fast")
+    text = " ".join(parts)
+    again = json.loads(json.dumps(dataclasses.asdict(parse_portrait(text))))
+    ignored = {"seed"} | ({"aspect"} if not request.get("aspect_given") else set())
+    if any(again.get(k) != v for k, v in request.items() if k not in ignored):
+        raise GenerationRefused(
+            "this request cannot be written out again for a reroll; make it with /portrait"
+        )
+    return text
+
+
+class LikenessBot(discord.Client):
+    """The bot: one Studio behind `/portrait` and the result buttons."""
+
+    def __init__(
+        self,
+        studio: Studio,
+        *,
+        sync_commands: bool = True,
+        token_lifetime_s: float = TOKEN_LIFETIME_S,
+        token_margin_s: float = TOKEN_MARGIN_S,
+        progress_every_s: float = PROGRESS_EVERY_S,
+    ) -> None:
+        super().__init__(
+            intents=intents(),
+            allowed_mentions=discord.AllowedMentions.none(),
+            max_messages=None,
+            chunk_guilds_at_startup=False,
+            member_cache_flags=discord.MemberCacheFlags.none(),
+        )
+        self.studio = studio
+        self.sync_commands = sync_commands
+        self.token_lifetime_s = token_lifetime_s
+        self.token_margin_s = token_margin_s
+        self.progress_every_s = progress_every_s
+        self.tree: app_commands.CommandTree[LikenessBot] = app_commands.CommandTree(self)
+        self._working: set[asyncio.Task[Any]] = set()  # the handlers running now
+
+    async def setup_hook(self) -> None:
+        # Buttons are matched by their custom id, not by a view kept in memory: old messages keep working.
+        self.add_dynamic_items(ResultButton)
+        self.tree.add_command(portrait_command)
+        if self.sync_commands:
+            synced = await self.tree.sync()
+            log.info("registered %s with Discord", ", ".join("/" + command.name for command in synced))
+        if self.application_id is not None:
+            scopes = ("bot", "applications.commands")
+            invite = discord.utils.oauth_url(
+                self.application_id, permissions=INVITE_PERMISSIONS, scopes=scopes
+            )
+            log.info("invite Likeness to a server: %s", invite)
+
+    async def close(self) -> None:
+        """Stop the handlers still at work (their generations stay in the ledger), then disconnect."""
+        working = [task for task in self._working if task is not asyncio.current_task()]
+        for task in working:
+            task.cancel()
+        if working:
+            await asyncio.wait(working)
+        await super().close()
+
+    async def on_ready(self) -> None:
+        log.info("connected to Discord as %s, in %d server(s)", self.user, len(self.guilds))
+
+    def exchange(self, interaction: discord.Interaction[Any]) -> Exchange:
+        return Exchange(interaction, lifetime_s=self.token_lifetime_s, margin_s=self.token_margin_s)
+
+    @asynccontextmanager
+    async def guarded(self, exchange: Exchange) -> AsyncIterator[None]:
+        """The one place errors meet users: a UserError's own words; anything else, an apology with an id."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._working.add(task)
+        try:
+            yield
+        except UserError as exc:
+            await self._tell(exchange, str(exc))
+        except Exception:
+            error_id = new_id("e")
+            log.exception("interaction %s failed (error id %s)", exchange.interaction.id, error_id)
+            await self._tell(exchange, APOLOGY.format(error_id=error_id))
+        finally:
+            self._working.discard(task)
+
+    async def _tell(self, exchange: Exchange, text: str) -> None:
+        try:
+            await exchange.tell(text)
+        except discord.HTTPException:
+            log.warning("could not tell user %s: %s", exchange.user_id, text, exc_info=True)
+
+    # --- what users do -----------------------------------------------------------------------------------
+
+    async def on_portrait(self, interaction: discord.Interaction[Any], text: str) -> None:
+        exchange = self.exchange(interaction)
+        async with self.guarded(exchange):
+            origin = origin_of(interaction)
+            # Parsing is pure and takes microseconds: bad flags are answered at once and privately, before
+            # the public "thinking…".
+            parse_portrait(text)
+            await exchange.ack()
+            await self.deliver(exchange, await self.studio.portrait(origin, text))
+
+    async def on_button(
+        self, interaction: discord.Interaction[Any], action: Action, generation_id: str, index: int
+    ) -> None:
+        exchange = self.exchange(interaction)
+        async with self.guarded(exchange):
+            origin = origin_of(interaction)
+            if action == "animate" and index == 0:  # Animate under a grid: which variation?
+                offered = variations_on(interaction.message, generation_id)
+                if len(offered) > 1:
+                    await exchange.tell("Which one should move?", chooser_view(generation_id, offered))
+                    return
+                index = offered[0] if offered else 1
+            await exchange.ack()
+            if action == "select":
+                await self.select(exchange, origin, generation_id, index)
+            else:
+                await self.deliver(exchange, await self.submit(origin, action, generation_id, index))
+
+    async def submit(self, origin: Origin, action: Action, generation_id: str, index: int) -> Submission:
+        studio = self.studio
+        if action in ("vary", "strong"):
+            return await studio.vary(origin, generation_id, index, strong=action == "strong")
+        if action in ("up2", "up4"):
+            return await studio.upscale(origin, generation_id, index, factor=2 if action == "up2" else 4)
+        if action == "animate":
+            return await studio.animate(origin, generation_id, index)
+        if action == "reroll":
+            return await self.reroll(origin, generation_id)
+        raise GenerationRefused(f"this button ({action}) is not one Likeness knows")
+
+    async def reroll(self, origin: Origin, generation_id: str) -> Submission:
+        """The same request again with a new seed: a portrait's text, or a vary of the same variation."""
+        await self.studio.variation(origin, generation_id, 1)  # exists, this server's, finished
+        record = await self.studio.ledger.get(generation_id)
+        assert record is not None
+        if record.kind == "vary" and record.parent_id and record.parent_index:
+            asked = record.request.get("vary") or {}
+            return await self.studio.vary(
+                origin,
+                record.parent_id,
+                record.parent_index,
+                strong=bool(asked.get("strong")),
+                remix=asked.get("remix"),
+            )
+        if record.kind == "txt2img" and "subject" in record.request:
+            return await self.studio.portrait(origin, reroll_text(record.request))
+        raise GenerationRefused(
+            f"generation {generation_id} is a {record.kind}; Reroll makes portraits and variations again"
+        )
+
+    async def select(self, exchange: Exchange, origin: Origin, generation_id: str, index: int) -> None:
+        """U k: variation k on its own, with the buttons for one image."""
+        path = await self.studio.variation(origin, generation_id, index)
+        attachment = await self.studio.upload(path, exchange.upload_limit)
+        record = await self.studio.ledger.get(generation_id)
+        kind = record.kind if record else "txt2img"
+        text = f"<@{exchange.user_id}> variation {index} of `{generation_id}`"
+        await exchange.post(text, [attachment], single_view(generation_id, index, kind))
+
+    async def deliver(self, exchange: Exchange, submission: Submission) -> None:
+        """Progress on the status message while the job runs, then the result; delivered once Discord has
+        accepted it."""
+        follow = asyncio.create_task(self.follow(exchange, submission))
+        try:
+            finished = await self.studio.finish(submission)
+        finally:
+            follow.cancel()
+            await asyncio.wait([follow])
+            if not follow.cancelled() and (error := follow.exception()) is not None:
+                log.warning("progress of %s failed: %r", submission.generation_id, error)
+        attachments = [await self.studio.upload(path, exchange.upload_limit) for path in _shown(finished)]
+        await exchange.post(result_text(exchange.user_id, finished), attachments, _view(finished))
+        await self.studio.delivered(finished.generation_id)
+        await exchange.done(f"`{finished.generation_id}` is done: the result is in the reply.")
+
+    async def follow(self, exchange: Exchange, submission: Submission) -> None:
+        """The job's progress on the status message: its first state (the queue) at once, then the latest
+        at most once every `progress_every_s`. Runs until cancelled."""
+        latest = ""
+        changed, first_shown = asyncio.Event(), asyncio.Event()
+
+        async def read() -> None:
+            nonlocal latest
+            async for event in submission.handle.events():
+                if (progress := progress_text(event)) is not None:
+                    latest = status_text(submission, progress)
+                    changed.set()
+                    await first_shown.wait()
+
+        reader = asyncio.create_task(read())
+        try:
+            shown = ""
+            while True:
+                await changed.wait()
+                changed.clear()
+                if latest != shown:
+                    shown = latest
+                    await exchange.status(shown)
+                    first_shown.set()
+                    await asyncio.sleep(self.progress_every_s)
+        finally:
+            reader.cancel()
+            await asyncio.wait([reader])
+            if not reader.cancelled() and (error := reader.exception()) is not None:
+                log.warning("progress of %s stopped: %r", submission.generation_id, error)
+
+
+def status_text(submission: Submission, progress: str) -> str:
+    lines = [f"`{submission.generation_id}` · {submission.profile}: {progress}"]
+    lines += [f"-# {discord.utils.escape_markdown(notice)}" for notice in submission.notices]
+    return fit("\n".join(lines))
+
+
+def result_text(user_id: int, finished: Finished) -> str:
+    """The requester, the caption (prompt, seed, engine and why), the generation id, then the notices."""
+    tail = "\n".join(
+        [f"-# `{finished.generation_id}`"]
+        + [f"-# note: {discord.utils.escape_markdown(notice)}" for notice in finished.notices]
+    )
+    head = f"<@{user_id}> {discord.utils.escape_markdown(finished.caption)}"
+    return fit(head, max(40, 2000 - len(tail) - 1)) + "\n" + tail
+
+
+def _shown(finished: Finished) -> tuple[Path, ...]:
+    """What a result posts: the grid of variations, the one upscaled image, or the video and its preview."""
+    if finished.kind in ("txt2img", "vary") and finished.grid is not None:
+        return (finished.grid,)
+    return finished.files
+
+
+def _view(finished: Finished) -> discord.ui.View | None:
+    if finished.kind in ("txt2img", "vary"):
+        return grid_view(finished.generation_id, range(1, len(finished.files) + 1))
+    return single_view(finished.generation_id, 1, finished.kind)
+
+
+@app_commands.command(name="portrait", description="Make a portrait: four variations, with buttons to go on.")
+@app_commands.guild_only()
+@app_commands.describe(
+    prompt="Who, where, how; --flags work here too (e.g. --cfg 6, --engine photoreal-xl, @character).",
+    ar="Aspect ratio (default: the server's, 1:1 unless changed).",
+    seed="Seed of variation 1; variation k uses seed + k - 1.",
+    count="How many variations, 1 to 4 (default 4).",
+    negative="What to keep out of the picture.",
+    fast="The priority lane, at half the steps (within the server's allowance).",
+)
+@app_commands.choices(ar=[app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_RATIOS])
+async def portrait_command(
+    interaction: discord.Interaction[LikenessBot],
+    prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
+    ar: app_commands.Choice[str] | None = None,
+    seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+    count: app_commands.Range[int, 1, MAX_VARIATIONS] | None = None,
+    negative: str | None = None,
+    fast: bool = False,
+) -> None:
+    text = portrait_text(
+        prompt, ar=ar.value if ar else None, seed=seed, count=count, negative=negative, fast=fast
+    )
+    await interaction.client.on_portrait(interaction, text)

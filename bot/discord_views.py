@@ -1,0 +1,129 @@
+"""The buttons under Discord results. Their whole state is the custom id, so they work on old messages
+and after a restart.
+
+A custom id reads `likeness:ACTION:GENERATION_ID:INDEX`: the action, the generation it acts on and the
+variation (1–4; 0 where the button is about the whole grid). Nothing in it is secret or trusted: every
+click is checked again by the Studio (the generation must belong to the clicker's server).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any, Literal, Protocol, cast, get_args
+
+import discord
+
+from bot.buttons import STARTS_FROM
+
+Action = Literal["select", "vary", "strong", "up2", "up4", "animate", "reroll"]
+ACTIONS: tuple[Action, ...] = get_args(Action)
+CUSTOM_ID = re.compile(
+    rf"likeness:(?P<action>{'|'.join(ACTIONS)}):(?P<generation>g_[0-9a-z]{{12}}):(?P<index>[0-9])"
+)
+# The buttons under one image (a U k reply, an upscale), in the order shown, each with what it needs to
+# start from in the words of bot.buttons.STARTS_FROM.
+_SINGLE: tuple[tuple[Action, str, str], ...] = (
+    ("up2", "Upscale 2×", "upscale"),
+    ("up4", "Upscale 4×", "upscale"),
+    ("vary", "Vary (subtle)", "vary"),
+    ("strong", "Vary (strong)", "vary"),
+    ("animate", "Animate", "animate"),
+)
+
+
+def custom_id(action: Action, generation_id: str, index: int) -> str:
+    return f"likeness:{action}:{generation_id}:{index}"
+
+
+class ButtonHandler(Protocol):
+    """The client that runs a click (bot.discord_bot.LikenessBot)."""
+
+    async def on_button(
+        self, interaction: discord.Interaction[Any], action: Action, generation_id: str, index: int
+    ) -> None: ...
+
+
+class ResultButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM_ID):
+    """One result button; rebuilt from its custom id on every click."""
+
+    def __init__(
+        self,
+        action: Action,
+        generation_id: str,
+        index: int,
+        *,
+        label: str,
+        style: discord.ButtonStyle = discord.ButtonStyle.secondary,
+        row: int | None = None,
+    ) -> None:
+        button: discord.ui.Button[Any] = discord.ui.Button(
+            label=label, style=style, custom_id=custom_id(action, generation_id, index)
+        )
+        super().__init__(button, row=row)
+        self.action = action
+        self.generation_id = generation_id
+        self.index = index
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> ResultButton:
+        button = cast("discord.ui.Button[Any]", item)
+        return cls(
+            cast(Action, match["action"]),
+            match["generation"],
+            int(match["index"]),
+            label=button.label or "",
+            style=button.style,
+        )
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        handler = cast(ButtonHandler, interaction.client)
+        await handler.on_button(interaction, self.action, self.generation_id, self.index)
+
+
+def grid_view(generation_id: str, indexes: Iterable[int]) -> discord.ui.View:
+    """Under a grid: U k and V k for each variation, then Reroll and Animate."""
+    view = discord.ui.View(timeout=None)
+    indexes = list(indexes)
+    for k in indexes:
+        view.add_item(ResultButton("select", generation_id, k, label=f"U{k}", row=0))
+    view.add_item(ResultButton("reroll", generation_id, 0, label="Reroll 🔄", row=0))
+    for k in indexes:
+        view.add_item(ResultButton("vary", generation_id, k, label=f"V{k}", row=1))
+    view.add_item(ResultButton("animate", generation_id, 0, label="Animate", row=1))
+    return view
+
+
+def single_view(generation_id: str, index: int, kind: str) -> discord.ui.View | None:
+    """Under one image: the buttons that may start from a generation of this kind (none for a video)."""
+    view = discord.ui.View(timeout=None)
+    for action, label, needs in _SINGLE:
+        if kind in STARTS_FROM[needs]:
+            view.add_item(ResultButton(action, generation_id, index, label=label))
+    return view if view.children else None
+
+
+def chooser_view(generation_id: str, indexes: Iterable[int], action: Action = "animate") -> discord.ui.View:
+    """Which variation? One button per variation (e.g. Animate on a grid)."""
+    view = discord.ui.View(timeout=None)
+    for k in indexes:
+        label = f"{action.capitalize()} {k}"
+        view.add_item(ResultButton(action, generation_id, k, label=label, style=discord.ButtonStyle.primary))
+    return view
+
+
+def variations_on(message: discord.Message | None, generation_id: str) -> list[int]:
+    """The variation numbers a grid message offers (its U buttons)."""
+    found: set[int] = set()
+    for row in message.components if message else []:
+        for component in getattr(row, "children", []):
+            match = CUSTOM_ID.fullmatch(getattr(component, "custom_id", None) or "")
+            if match and match["action"] == "select" and match["generation"] == generation_id:
+                found.add(int(match["index"]))
+    return sorted(found)
