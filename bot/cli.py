@@ -409,7 +409,8 @@ def fleet() -> None:
     for beat in beats:
         workers.add_row(
             beat.worker, beat.device, ", ".join(beat.profiles), ", ".join(beat.loaded),
-            f"{beat.memory_budget_gb:.1f}", beat.current_job or "idle",
+            f"{beat.memory_budget_gb:.1f}",
+            f"paused: {beat.paused}" if beat.paused else beat.current_job or "idle",
         )  # fmt: skip
     console.print(workers)
     queues = Table(title="queues")

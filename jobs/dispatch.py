@@ -318,6 +318,9 @@ class Dispatcher:
         if self._stopped:
             return
         self._tell_fleet()
+        if getattr(self._holder, "paused", None):  # it keeps failing: take nothing more
+            self._close()
+            return
         if len(self._gates) == 1:
             return  # opened for good at the start
         if self.busy:

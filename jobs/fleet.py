@@ -43,6 +43,9 @@ class WorkerBeat(BaseModel):
     )
     capacity: int = Field(default=1, ge=1, description="how many profiles it can hold at once")
     busy: bool = Field(default=False, description="running a job or loading a profile")
+    paused: str = Field(
+        default="", description="why it stopped taking jobs (it keeps failing); empty = working"
+    )
 
 
 class QueueStatus(BaseModel):
@@ -106,7 +109,7 @@ async def median_load(redis: Any, profile: str) -> float | None:
 
 
 async def queue_status(redis: Any, queue: str, profile: str) -> QueueStatus:
-    serving = [beat for beat in await live_workers(redis) if queue in beat.queues]
+    serving = [beat for beat in await live_workers(redis) if queue in beat.queues and not beat.paused]
     waiting = int(await redis.zcard(queue))
     median = await median_duration(redis, profile)
     eta = None

@@ -305,7 +305,8 @@ class ArqQueue:
         return await queue_status(self.redis, queue_name, profile)
 
     async def live_profiles(self) -> frozenset[str] | None:
-        return frozenset(name for beat in await live_workers(self.redis) for name in beat.profiles)
+        beats = await live_workers(self.redis)
+        return frozenset(name for beat in beats if not beat.paused for name in beat.profiles)
 
     async def finished_result(self, job_id: str) -> JobResult | None:
         from arq.constants import result_key_prefix

@@ -63,6 +63,13 @@ class WorkerSettings(SharedSettings):
     )
     worker_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64)
     job_timeout_s: int = Field(default=900, ge=10, le=86_400, description="Longest a job may run.")
+    max_failures_per_hour: int = Field(
+        default=5,
+        ge=0,
+        le=10_000,
+        description="A worker with this many failures (internal errors, missing weights) within an hour "
+        "stops taking jobs and says why in its heartbeat; 0 = never.",
+    )
     job_lock_s: float = Field(
         default=30.0,
         ge=1.0,

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import io
 import logging
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 ProgressSink = Callable[[ProgressEvent], None]
 
 END_EVENT = "likeness_end_event"  # where run_job leaves the last event for announce_end, in arq's ctx
+FAILURE_WINDOW_S = 3600.0
 LOCK_S = "likeness_lock_s"  # the in-progress lock's length, in arq's ctx (see `_hold_lock`)
 DEFAULT_MEMORY_GB = 8.0  # for a recipe whose profile this worker's catalog does not list
 
@@ -105,6 +107,8 @@ class JobRunner:
         self.cache = PipelineCache(settings.models_dir, self.device, budget)
         self._device_lock = asyncio.Lock()
         self.current_job: str | None = None
+        self._failures: collections.deque[float] = collections.deque()
+        self.paused: str | None = None  # why this worker stopped taking jobs, once it keeps failing
 
     async def preload(self, profile_names: list[str]) -> None:
         """Load these profiles' pipelines now, in order while they fit the memory budget, so the first
@@ -143,11 +147,28 @@ class JobRunner:
             progress(ProgressEvent(job_id=spec.job_id, state="encoding"))
             return await asyncio.to_thread(self._encode, spec, made)
         except CannotRun as exc:
+            if isinstance(exc, WeightsMissing):  # the worker's fault, not the job's
+                self._count_failure(str(exc))
             return self._failed(spec, str(exc))
         except Exception:
             error_id = new_id("e")
             log.exception("job %s failed (error id %s)", spec.job_id, error_id)
+            self._count_failure(f"internal error {error_id}")
             return self._failed(spec, f"the worker hit an internal error (error id {error_id})")
+
+    def _count_failure(self, reason: str) -> None:
+        """A worker that keeps failing stops taking jobs (it would fail them all) and says why."""
+        now = time.monotonic()
+        self._failures.append(now)
+        while self._failures and self._failures[0] < now - FAILURE_WINDOW_S:
+            self._failures.popleft()
+        limit = self.settings.max_failures_per_hour
+        if limit and len(self._failures) >= limit and self.paused is None:
+            self.paused = (
+                f"stopped taking jobs after {len(self._failures)} failures within an hour "
+                f"(the last: {reason}); fix the cause and restart the worker"
+            )
+            log.error("worker %s %s", self.name, self.paused)
 
     @property
     def name(self) -> str:
@@ -437,6 +458,7 @@ async def _heartbeat(
                 holds=dispatcher.holds(),
                 capacity=dispatcher.capacity(),
                 busy=dispatcher.busy,
+                paused=getattr(runner, "paused", None) or "",
             )
             await publish_beat(redis, beat)
         except Exception:  # a missed beat only makes the worker look idle or gone for a moment

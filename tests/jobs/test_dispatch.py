@@ -319,6 +319,22 @@ async def test_a_lone_queue_is_always_open_and_costs_no_redis_call(tiny_catalog:
     assert not gate.allow_pick_jobs
 
 
+async def test_a_paused_worker_opens_no_queue_and_is_left_out_of_routing(
+    tiny_catalog: Catalog, queue: ArqQueue
+) -> None:
+    runner = FakeRunner()
+    gate = FakeGate()
+    intake = Dispatcher({queue_of(XL): gate}, served_profiles(tiny_catalog, [XL]), Spy(), runner)
+    assert gate.allow_pick_jobs
+    runner.paused = "stopped taking jobs after 5 failures within an hour"  # type: ignore[attr-defined]
+    await intake.tick()
+    assert not gate.allow_pick_jobs
+    beat = WorkerBeat(worker="gpu-a", queues=(queue_of(XL),), profiles=(XL,), paused=runner.paused)  # type: ignore[attr-defined]
+    await publish_beat(queue.redis, beat)
+    assert await queue.live_profiles() == frozenset()
+    assert (await queue.status(queue_of(XL), XL)).workers == 0
+
+
 # --- serve(): arq Workers with the dispatcher --------------------------------------------------------
 
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from jobs.media import png_bytes, read_parameters, read_recipe
+from jobs.settings import WorkerSettings
 from jobs.spec import InputImage, JobSpec, MotionRecipe, Parent, Recipe, UpscaleRecipe
 from jobs.video import probe_video, read_mp4_comment
 from jobs.worker import JobRunner
+from router.catalog import Catalog
 from tests.jobs.test_worker import identity_spec, pixels, run, runner, tiny_spec
 
 __all__ = ["runner"]  # the fixture
@@ -178,3 +181,22 @@ async def test_upscale_with_each_engine_gives_one_png_of_the_size_asked(
     assert steps and steps[-1][0] == steps[-1][1]  # one step per tile, to the last
     if family == "lanczos":
         assert any("Lanczos" in notice for notice in result.notices)
+
+
+async def test_a_worker_that_keeps_failing_stops_taking_jobs_and_says_why(
+    shared_data_dir: Path, tiny_catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = JobRunner(
+        WorkerSettings(data_dir=shared_data_dir, device="cpu", max_failures_per_hour=3), tiny_catalog
+    )
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(runner, "_make", broken)
+    for attempt in range(3):
+        assert runner.paused is None, attempt
+        result = await runner.run(tiny_spec((1,)), lambda event: None)
+        assert not result.ok and "internal error" in result.error
+    assert runner.paused is not None
+    assert "stopped taking jobs after 3 failures within an hour" in runner.paused
