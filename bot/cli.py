@@ -37,6 +37,7 @@ from bot.cli_common import (
 from bot.cli_eval import eval_app
 from bot.cli_serve import serve_app
 from bot.courier import Courier, Outcome
+from bot.data_rights import Forgotten
 from bot.errors import UserError
 from bot.ledger import Generation, Ledger
 from bot.settings import BotSettings
@@ -60,6 +61,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(characters_app, name="characters")
 app.add_typer(eval_app, name="eval")
 app.add_typer(serve_app, name="serve")
+data_app = typer.Typer(help="Data rights: forget a user, export a server.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:
@@ -420,6 +423,58 @@ def fleet() -> None:
         eta = f"{status.eta_s:.0f} s" if status.eta_s is not None else "—"
         queues.add_row(status.queue, str(status.workers), str(status.waiting), eta)
     console.print(queues)
+
+
+@data_app.command("forget")
+def data_forget(
+    user: Annotated[str, typer.Option(help="The user id on that platform.")] = "local",
+    platform: Annotated[str, typer.Option(help="discord, slack, or cli.")] = "cli",
+    yes: Annotated[bool, typer.Option("--yes", help="Do it: without --yes, nothing is removed.")] = False,
+) -> None:
+    """Remove a user's characters and generations, files included, in every server of a platform."""
+    from bot.data_rights import forget_user
+
+    settings = load_settings(BotSettings)
+    if not yes:
+        fail(f"this removes every character and generation of user {user} on {platform}; add --yes to do it")
+
+    async def forget() -> Forgotten:
+        ledger = Ledger(settings.ledger_path)
+        await ledger.open()
+        desk = await character_desk(settings)
+        return await forget_user(ledger, settings.generations_dir, desk, platform, user)
+
+    try:
+        done = run(forget())
+    except UserError as exc:
+        fail(str(exc))
+    console.print(
+        f"forgot user {user} on {platform}: {done.characters} character(s), "
+        f"{done.generations} generation(s), {done.files} file(s)"
+    )
+
+
+@data_app.command("export")
+def data_export(
+    server: Annotated[str, typer.Argument(help="The server (guild / workspace) id.")],
+    out: Annotated[Path, typer.Argument(help="The zip file to write.")],
+    platform: Annotated[str, typer.Option(help="discord, slack, or cli.")] = "discord",
+) -> None:
+    """A zip of a server's generations (ledger rows and files) and characters (records and photos)."""
+    from bot.data_rights import export_server
+
+    settings = load_settings(BotSettings)
+
+    async def export() -> Path:
+        ledger = Ledger(settings.ledger_path)
+        await ledger.open()
+        return await export_server(ledger, await character_desk(settings), platform, server, out)
+
+    try:
+        written = run(export())
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}")
+    console.print(f"wrote {written}")
 
 
 @models_app.command("list")

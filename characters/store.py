@@ -303,6 +303,18 @@ class CharacterStore:
             rows = await cursor.fetchall()
         return [_character(row) for row in rows]
 
+    async def owned_by(self, platform: str, owner_id: str) -> builtins.list[Character]:
+        """Every character a user owns on a platform, in every server (what `/forget-me` removes)."""
+        async with (
+            self._connect() as db,
+            db.execute(
+                "SELECT * FROM characters WHERE platform = ? AND owner_id = ? ORDER BY server_id, name",
+                (platform, owner_id),
+            ) as cursor,
+        ):
+            rows = await cursor.fetchall()
+        return [_character(row) for row in rows]
+
     async def rename(
         self,
         platform: str,

@@ -245,6 +245,18 @@ def statuses(data_dir: Path) -> list[str]:
             return []
 
 
+def test_data_forget_and_export_from_the_command_line(tmp_path: Path) -> None:
+    env = environment(tmp_path / "data")
+    careful = likeness("data", "forget", env=env)
+    assert careful.returncode == 2 and "add --yes to do it" in careful.stderr
+    done = likeness("data", "forget", "--yes", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "forgot user local on cli: 0 character(s), 0 generation(s), 0 file(s)" in done.stdout
+    exported = likeness("data", "export", "s1", str(tmp_path / "s1.zip"), env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "s1.zip").is_file()
+
+
 def test_bad_settings_and_unreachable_redis_are_named(tmp_path: Path) -> None:
     bad = likeness("generate", "a portrait", env=environment(tmp_path, LIKENESS_JOB_WAIT_S="0"))
     assert bad.returncode == 2
