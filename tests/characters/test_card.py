@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 from skimage import data
 
@@ -116,3 +119,35 @@ def test_edited_pixels_are_refused() -> None:
     pixels.save(buffer, format="PNG", pnginfo=info)
     with pytest.raises(CardError, match="does not match"):
         read_card(buffer.getvalue())
+
+
+_GOOD_CARD = write_card(card())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cut=st.integers(min_value=0, max_value=len(_GOOD_CARD)),
+    flips=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=len(_GOOD_CARD) - 1), st.integers(1, 255)), max_size=6
+    ),
+)
+def test_a_damaged_card_only_ever_gives_a_card_error(cut: int, flips: list[tuple[int, int]]) -> None:
+    damaged = bytearray(_GOOD_CARD[:cut] if cut < len(_GOOD_CARD) else _GOOD_CARD)
+    for offset, mask in flips:
+        if offset < len(damaged):
+            damaged[offset] ^= mask
+    with contextlib.suppress(CardError):
+        read_card(bytes(damaged))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    payload=st.dictionaries(
+        st.text(max_size=12),
+        st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=40)),
+        max_size=8,
+    )
+)
+def test_a_card_with_any_json_payload_only_ever_gives_a_card_error(payload: dict[str, object]) -> None:
+    with contextlib.suppress(CardError):
+        read_card(with_payload(_GOOD_CARD, raw=json.dumps(payload)))
