@@ -60,13 +60,11 @@ class Courier:
         self.backoff_s = backoff_s
         self._slots = asyncio.Semaphore(concurrency)
 
-    async def resume(self) -> list[Outcome]:
-        """Finish and deliver every open generation of this courier's platform, oldest first."""
-        pending = [
-            g
-            for g in await self.studio.ledger.open_generations()
-            if self.platform is None or g.platform == self.platform
-        ]
+    async def resume(self, generations: list[Generation] | None = None) -> list[Outcome]:
+        """Finish and deliver `generations`, or every open generation of this courier's platform."""
+        if generations is None:
+            generations = await self.studio.ledger.open_generations()
+        pending = [g for g in generations if self.platform is None or g.platform == self.platform]
         if pending:
             log.info("resuming %d generation(s) left open", len(pending))
         return list(await asyncio.gather(*(self._resume_one(g) for g in pending)))

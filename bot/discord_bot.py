@@ -1,8 +1,9 @@
 """The Discord adapter: `/portrait` and the result buttons in, Studio calls out, messages back.
 
 Each interaction becomes one Studio call on behalf of an `Origin` (guild, channel, user). This module and
-its two helpers, bot/discord_views.py (the buttons) and bot/discord_replies.py (acknowledging, progress,
-posting), are the only ones that import discord.
+its helpers, bot/discord_views.py (the buttons), bot/discord_replies.py (acknowledging, progress, posting)
+and bot/discord_commands.py (/character, /settings, /queue, autocomplete), are the only ones that import
+discord. On start, what the ledger holds open for Discord is finished and posted in its channel (the Courier).
 """
 
 from __future__ import annotations
@@ -11,37 +12,53 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
 
+from bot.attachments import DISCORD_FILE_HOSTS
 from bot.commands import MAX_PROMPT_CHARS, MAX_SEED, MAX_VARIATIONS, parse_portrait
-from bot.discord_replies import TOKEN_LIFETIME_S, TOKEN_MARGIN_S, Exchange, fit, progress_text
+from bot.courier import Courier, Outcome, PostFailed
+from bot.discord_commands import COMMANDS, character_choices, engine_choices
+from bot.discord_replies import (
+    APOLOGY,
+    MISSING,
+    TOKEN_LIFETIME_S,
+    TOKEN_MARGIN_S,
+    Exchange,
+    files_of,
+    fit,
+    progress_text,
+)
 from bot.discord_views import Action, ResultButton, chooser_view, grid_view, single_view, variations_on
 from bot.errors import GenerationRefused, UserError
+from bot.ledger import Generation
 from bot.studio import Finished, Origin, Studio, Submission
+from jobs.media import DISCORD_FILE_LIMIT
 from jobs.spec import new_id
 from router.sizes import ASPECT_RATIOS
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
+SUBMITTING_AT_ONCE = 4
 PROGRESS_EVERY_S = 2.0  # at most one status edit this often: Discord rate-limits message edits
-APOLOGY = (
-    "Sorry, something went wrong on our side and this request was not done. If it happens again, give the "
-    "server's admins this error id: {error_id}"
-)
 _FRAMEWORK = ("clothing", "environment", "lighting", "camera", "skin")
 # What the bot needs in a channel for what it posts outside interaction responses: results after the
 # interaction's token ran out (15 minutes), replies to the message they belong to, and their files.
 INVITE_PERMISSIONS = discord.Permissions(
     view_channel=True, send_messages=True, attach_files=True, read_message_history=True
 )
+# Discord's answers that mean a post will never be taken: Unknown Channel, Missing Access, Unknown Guild,
+# Missing Permissions. Others (5xx, the network) pass, and the Courier tries again.
+POST_NEVER = frozenset({10003, 10004, 50001, 50013})
 
 
 class DirectMessage(UserError):
@@ -94,9 +111,15 @@ def portrait_text(
     count: int | None = None,
     negative: str | None = None,
     fast: bool = False,
+    character: str | None = None,
+    engine: str | None = None,
 ) -> str:
     """The slash command's options in the /portrait grammar the Studio parses."""
     parts = [prompt.strip()]
+    name = (character or "").strip().lstrip("@")
+    if name and f"@{name}".casefold() not in prompt.casefold():
+        parts.insert(0, f"@{name}")
+    parts += [f"--engine {engine.strip()}"] if engine and engine.strip() else []
     parts += [f"--ar {ar}"] if ar else []
     parts += [f"--seed {seed}"] if seed is not None else []
     parts += [f"--n {count}"] if count is not None else []
@@ -151,6 +174,10 @@ class LikenessBot(discord.Client):
         token_lifetime_s: float = TOKEN_LIFETIME_S,
         token_margin_s: float = TOKEN_MARGIN_S,
         progress_every_s: float = PROGRESS_EVERY_S,
+        attachment_hosts: frozenset[str] = DISCORD_FILE_HOSTS,
+        allow_http_attachments: bool = False,
+        resume: bool = True,
+        courier_backoff_s: float = 1.0,
     ) -> None:
         super().__init__(
             intents=intents(),
@@ -164,13 +191,33 @@ class LikenessBot(discord.Client):
         self.token_lifetime_s = token_lifetime_s
         self.token_margin_s = token_margin_s
         self.progress_every_s = progress_every_s
+        # Where users' attachments (character photos, cards) may be fetched from: Discord's CDN.
+        self.attachment_hosts = attachment_hosts
+        self.allow_http_attachments = allow_http_attachments
+        self.resume = resume
+        self.courier_backoff_s = courier_backoff_s
+        self.resumed: asyncio.Future[list[Outcome]] | None = None  # what the start's Courier did
         self.tree: app_commands.CommandTree[LikenessBot] = app_commands.CommandTree(self)
         self._working: set[asyncio.Task[Any]] = set()  # the handlers running now
+        # One submission at a time per member and server, so that the in-flight limit holds under bursts.
+        self._submitting: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        # A few submissions at a time (each is several ledger transactions): under a burst the event loop
+        # stays free to acknowledge the next interactions within Discord's 3 s.
+        self._submissions = asyncio.Semaphore(SUBMITTING_AT_ONCE)
 
     async def setup_hook(self) -> None:
         # Buttons are matched by their custom id, not by a view kept in memory: old messages keep working.
         self.add_dynamic_items(ResultButton)
         self.tree.add_command(portrait_command)
+        for command in COMMANDS:
+            self.tree.add_command(command)
+        if self.resume:
+            # What is open now, before the gateway brings new interactions (those are delivered by their own
+            # handlers): the Courier finishes and posts these in the background.
+            left = [g for g in await self.studio.ledger.open_generations() if g.platform == PLATFORM]
+            self.resumed = asyncio.ensure_future(self._resume(left))
         if self.sync_commands:
             synced = await self.tree.sync()
             log.info("registered %s with Discord", ", ".join("/" + command.name for command in synced))
@@ -189,6 +236,59 @@ class LikenessBot(discord.Client):
         if working:
             await asyncio.wait(working)
         await super().close()
+
+    async def _resume(self, generations: list[Generation]) -> list[Outcome]:
+        task = asyncio.current_task()
+        if task is not None:
+            self._working.add(task)
+        try:
+            courier = Courier(
+                self.studio,
+                self.post_result,
+                self.post_failure,
+                platform=PLATFORM,
+                backoff_s=self.courier_backoff_s,
+            )
+            outcomes = await courier.resume(generations)
+            for outcome in outcomes:
+                log.info("resumed %s: %s %s", outcome.generation_id, outcome.state, outcome.detail)
+            return outcomes
+        finally:
+            self._working.discard(task)
+
+    async def post_result(self, generation: Generation, finished: Finished) -> None:
+        """A result whose interaction is gone (a restart): a message in the generation's channel that
+        mentions the requester."""
+        user_id = int(generation.user_id)
+        attachments = [await self.studio.upload(path, DISCORD_FILE_LIMIT) for path in _shown(finished)]
+        await self._post(
+            generation, result_text(user_id, finished), lambda: files_of(attachments), _view(finished)
+        )
+
+    async def post_failure(self, generation: Generation, reason: str) -> None:
+        text = f"<@{generation.user_id}> your request `{generation.id}` could not be finished: {reason}"
+        await self._post(generation, fit(text), list, None)
+
+    async def _post(
+        self,
+        generation: Generation,
+        text: str,
+        files: Callable[[], list[discord.File]],
+        view: discord.ui.View | None,
+    ) -> None:
+        channel = self.get_partial_messageable(int(generation.channel_id), guild_id=int(generation.server_id))
+        mentions = discord.AllowedMentions(users=[discord.Object(int(generation.user_id))])
+        try:
+            await channel.send(
+                text, files=files(), view=view if view is not None else MISSING, allowed_mentions=mentions
+            )
+        except discord.HTTPException as exc:
+            permanent = exc.code in POST_NEVER or 400 <= exc.status < 500
+            raise PostFailed(
+                f"Discord answered {exc.status} ({exc.code}): {exc.text}", permanent=permanent
+            ) from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise PostFailed(f"Discord could not be reached: {exc!r}") from exc
 
     async def on_ready(self) -> None:
         log.info("connected to Discord as %s, in %d server(s)", self.user, len(self.guilds))
@@ -229,7 +329,9 @@ class LikenessBot(discord.Client):
             # the public "thinking…".
             parse_portrait(text)
             await exchange.ack()
-            await self.deliver(exchange, await self.studio.portrait(origin, text))
+            async with self.submitting(origin):
+                submission = await self.studio.portrait(origin, text)
+            await self.deliver(exchange, submission)
 
     async def on_button(
         self, interaction: discord.Interaction[Any], action: Action, generation_id: str, index: int
@@ -247,7 +349,20 @@ class LikenessBot(discord.Client):
             if action == "select":
                 await self.select(exchange, origin, generation_id, index)
             else:
-                await self.deliver(exchange, await self.submit(origin, action, generation_id, index))
+                async with self.submitting(origin):
+                    submission = await self.submit(origin, action, generation_id, index)
+                await self.deliver(exchange, submission)
+
+    @asynccontextmanager
+    async def submitting(self, origin: Origin) -> AsyncIterator[None]:
+        """A member's submissions one after the other: the Studio checks the limits, then records; two at
+        once would both pass the in-flight check."""
+        key = (origin.server_id, origin.user_id)
+        lock = self._submitting.get(key)
+        if lock is None:
+            lock = self._submitting[key] = asyncio.Lock()
+        async with lock, self._submissions:
+            yield
 
     async def submit(self, origin: Origin, action: Action, generation_id: str, index: int) -> Submission:
         studio = self.studio
@@ -376,8 +491,11 @@ def _view(finished: Finished) -> discord.ui.View | None:
     count="How many variations, 1 to 4 (default 4).",
     negative="What to keep out of the picture.",
     fast="The priority lane, at half the steps (within the server's allowance).",
+    character="One of this server's characters (as @name in the prompt).",
+    engine="The engine to use instead of the one routing picks.",
 )
 @app_commands.choices(ar=[app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_RATIOS])
+@app_commands.autocomplete(character=character_choices, engine=engine_choices)
 async def portrait_command(
     interaction: discord.Interaction[LikenessBot],
     prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
@@ -386,8 +504,17 @@ async def portrait_command(
     count: app_commands.Range[int, 1, MAX_VARIATIONS] | None = None,
     negative: str | None = None,
     fast: bool = False,
+    character: app_commands.Range[str, 1, 33] | None = None,
+    engine: app_commands.Range[str, 1, 64] | None = None,
 ) -> None:
     text = portrait_text(
-        prompt, ar=ar.value if ar else None, seed=seed, count=count, negative=negative, fast=fast
+        prompt,
+        ar=ar.value if ar else None,
+        seed=seed,
+        count=count,
+        negative=negative,
+        fast=fast,
+        character=character,
+        engine=engine,
     )
     await interaction.client.on_portrait(interaction, text)

@@ -27,6 +27,10 @@ TOKEN_LIFETIME_S = 15 * 60.0
 # Stop using the token this long before Discord does: a slow upload must not straddle the end.
 TOKEN_MARGIN_S = 60.0
 MESSAGE_LIMIT = 2000  # characters in one Discord message
+APOLOGY = (
+    "Sorry, something went wrong on our side and this request was not done. If it happens again, give the "
+    "server's admins this error id: {error_id}"
+)
 
 UNKNOWN_INTERACTION = 10062
 # The interaction's webhook is gone: unknown webhook, invalid webhook token.

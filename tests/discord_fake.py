@@ -45,6 +45,12 @@ LOADING = 1 << 7
 DEFAULT, REPLY, CHAT_INPUT_COMMAND = 0, 19, 20
 # Interaction callback types.
 CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE, UPDATE_MESSAGE = 4, 5, 6, 7
+AUTOCOMPLETE_RESULT = 8
+# Interaction types, and the option types of a subcommand and an attachment.
+APPLICATION_COMMAND, COMPONENT, AUTOCOMPLETE = 2, 3, 4
+SUB_COMMAND, ATTACHMENT_OPTION = 1, 11
+MANAGE_GUILD = 1 << 5
+MANAGER_PERMISSIONS = str(int(EVERYONE_PERMISSIONS) | MANAGE_GUILD)
 
 _counter = itertools.count(1)
 
@@ -74,7 +80,7 @@ def user_payload(user_id: int, name: str, *, bot: bool = False) -> dict[str, Any
     }
 
 
-def member_payload(user: dict[str, Any]) -> dict[str, Any]:
+def member_payload(user: dict[str, Any], permissions: str = EVERYONE_PERMISSIONS) -> dict[str, Any]:
     """types/member.py: Member, as an interaction carries it (with `permissions`)."""
     return {
         "user": user,
@@ -86,7 +92,7 @@ def member_payload(user: dict[str, Any]) -> dict[str, Any]:
         "pending": False,
         "nick": None,
         "avatar": None,
-        "permissions": EVERYONE_PERMISSIONS,
+        "permissions": permissions,
     }
 
 
@@ -229,9 +235,10 @@ def interaction_payload(
     channel: dict[str, Any],
     message: dict[str, Any] | None = None,
     upload_limit: int = DEFAULT_UPLOAD_LIMIT,
+    permissions: str = EVERYONE_PERMISSIONS,
 ) -> dict[str, Any]:
-    """types/interactions.py: ApplicationCommandInteraction (kind 2) or MessageComponentInteraction (3);
-    in a guild it carries `member`, in a DM `user`."""
+    """types/interactions.py: ApplicationCommandInteraction (kind 2), MessageComponentInteraction (3) or
+    an autocomplete (4); in a guild it carries `member`, in a DM `user`."""
     payload: dict[str, Any] = {
         "id": str(interaction_id),
         "application_id": str(APP_ID),
@@ -252,7 +259,7 @@ def interaction_payload(
         payload["guild_id"] = str(guild_id)
         payload["guild"] = {"id": str(guild_id), "locale": "en-US", "features": []}
         payload["guild_locale"] = "en-US"
-        payload["member"] = member_payload(user)
+        payload["member"] = member_payload(user, permissions)
     else:
         payload["user"] = user
     if message is not None:
@@ -308,6 +315,8 @@ class Interaction:
     original_id: int | None = None  # the message of its response
     loading: bool = False  # acknowledged with "thinking", nothing in its place yet
     refuse_callback: bool = False  # answer the callback with 10062, as if it came too late
+    choices: list[dict[str, Any]] | None = None  # what an autocomplete answered
+    acked_at: float | None = None  # time.monotonic() when its callback arrived
 
     @property
     def clicked_id(self) -> int | None:
@@ -378,6 +387,7 @@ class FakeDiscord:
         self._session: _Session | None = None
         self._sessions: set[_Session] = set()
         self._rate_limits: list[tuple[str, str, float]] = []  # (method, path prefix, retry_after)
+        self._failures: list[tuple[str, str, int, int]] = []  # (method, path prefix, status, code)
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._runner: web.AppRunner | None = None
@@ -435,27 +445,76 @@ class FakeDiscord:
     async def slash(
         self,
         name: str,
+        /,
         *,
         guild_id: int | None = None,
         user: dict[str, Any] | None = None,
         upload_limit: int = DEFAULT_UPLOAD_LIMIT,
         refuse_callback: bool = False,
+        subcommand: str | None = None,
+        manager: bool = False,
         **options: Any,
     ) -> Interaction:
-        """A user runs a slash command; options are typed from the registered command."""
-        command = self.commands[name]
-        kinds = {option["name"]: option["type"] for option in command.get("options", [])}
-        unknown = set(options) - set(kinds)
-        assert not unknown, f"/{name} has no option {unknown}"
-        data = {
-            "id": command["id"],
-            "name": name,
-            "type": 1,
-            "options": [{"name": k, "type": kinds[k], "value": v} for k, v in options.items()],
-        }
+        """A user runs a slash command (or one of its subcommands); options are typed from the registered
+        command, and an attachment option takes what `attachment()` returned. `manager`: the user has
+        Manage Server."""
+        data = self._command_data(name, subcommand, options)
         return await self._dispatch(
-            2, data, guild_id=guild_id, user=user, upload_limit=upload_limit, refuse_callback=refuse_callback
+            APPLICATION_COMMAND,
+            data,
+            guild_id=guild_id,
+            user=user,
+            upload_limit=upload_limit,
+            refuse_callback=refuse_callback,
+            permissions=MANAGER_PERMISSIONS if manager else EVERYONE_PERMISSIONS,
         )
+
+    async def autocomplete(
+        self,
+        name: str,
+        focused: str,
+        /,
+        *,
+        guild_id: int | None = None,
+        user: dict[str, Any] | None = None,
+        subcommand: str | None = None,
+        **options: Any,
+    ) -> Interaction:
+        """A user types into option `focused` (its text among `options`); `choices` gets the answer."""
+        data = self._command_data(name, subcommand, options)
+        leaf = data["options"][0]["options"] if subcommand else data["options"]
+        for option in leaf:
+            if option["name"] == focused:
+                option["focused"] = True
+        return await self._dispatch(AUTOCOMPLETE, data, guild_id=guild_id, user=user)
+
+    def attachment(self, filename: str, data: bytes, content_type: str = "image/png") -> dict[str, Any]:
+        """A file a user attaches to a command, on the fake's CDN; pass it as the option's value."""
+        upload = Upload("files[0]", filename, content_type, data)
+        return self._attachments(self.guild_ids[0], {}, [upload], [])[0]
+
+    def _command_data(self, name: str, subcommand: str | None, options: dict[str, Any], /) -> dict[str, Any]:
+        command = self.commands[name]
+        declared = command.get("options", [])
+        if subcommand is not None:
+            (sub,) = [o for o in declared if o["name"] == subcommand and o["type"] == SUB_COMMAND]
+            declared = sub.get("options", [])
+        kinds = {option["name"]: option["type"] for option in declared}
+        unknown = set(options) - set(kinds)
+        assert not unknown, f"/{name} {subcommand or ''} has no option {unknown}"
+        given: list[dict[str, Any]] = []
+        attachments: dict[str, Any] = {}
+        for key, value in options.items():
+            if kinds[key] == ATTACHMENT_OPTION:
+                attachments[value["id"]] = value
+                value = value["id"]
+            given.append({"name": key, "type": kinds[key], "value": value})
+        data: dict[str, Any] = {"id": command["id"], "name": name, "type": 1, "options": given}
+        if subcommand is not None:
+            data["options"] = [{"name": subcommand, "type": SUB_COMMAND, "options": given}]
+        if attachments:
+            data["resolved"] = {"attachments": attachments}
+        return data
 
     async def click(
         self,
@@ -496,6 +555,10 @@ class FakeDiscord:
     def rate_limit(self, method: str, path_prefix: str, retry_after: float = 0.05) -> None:
         """Answer the next matching call with 429 (a route limit, as Discord's edge sends it)."""
         self._rate_limits.append((method, path_prefix, retry_after))
+
+    def fail(self, method: str, path_prefix: str, status: int = 502, code: int = 0) -> None:
+        """Answer the next matching call with `status` (a 5xx from Discord's edge, or an error code)."""
+        self._failures.append((method, path_prefix, status, code))
 
     async def wait_for(self, find: Callable[[], T | None], timeout: float = 90.0) -> T:
         """Poll `find` until it returns something other than None."""
@@ -582,6 +645,7 @@ class FakeDiscord:
         message: dict[str, Any] | None = None,
         upload_limit: int = DEFAULT_UPLOAD_LIMIT,
         refuse_callback: bool = False,
+        permissions: str = EVERYONE_PERMISSIONS,
     ) -> Interaction:
         session = self._session
         assert session is not None, "no bot is connected to the gateway"
@@ -611,6 +675,7 @@ class FakeDiscord:
             channel=channel,
             message=message,
             upload_limit=upload_limit,
+            permissions=permissions,
         )
         record = Interaction(interaction_id, token, payload, time.monotonic(), channel_id, guild_id)
         record.refuse_callback = refuse_callback
@@ -657,6 +722,12 @@ class FakeDiscord:
                 }
                 data = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
                 return _json(data, 429, headers)
+        for failure in self._failures:
+            method, prefix, status, code = failure
+            if request.method == method and call.path.startswith(prefix):
+                self._failures.remove(failure)
+                call.status = status
+                return _error(status, code, f"{status}: injected failure")
         # Interaction callbacks and webhooks are authorised by their token, everything else by the bot's.
         by_token = call.path.startswith(("/webhooks/", "/interactions/"))
         if not by_token and request.headers.get("Authorization") != f"Bot {self.token}":
@@ -794,7 +865,13 @@ class FakeDiscord:
         body = call.json or {}
         kind, data = body.get("type"), body.get("data") or {}
         interaction.acked = True
+        interaction.acked_at = call.at
         message = None
+        if kind == AUTOCOMPLETE_RESULT:
+            interaction.choices = list(data.get("choices") or [])
+            return _json(
+                {"interaction": {"id": str(interaction.id), "type": AUTOCOMPLETE}, "resource": {"type": kind}}
+            )
         ephemeral = bool(int(data.get("flags") or 0) & EPHEMERAL)
         if kind in (CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE):
             flags = (EPHEMERAL if ephemeral else 0) | (LOADING if kind == DEFERRED_CHANNEL_MESSAGE else 0)

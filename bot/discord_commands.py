@@ -1,0 +1,484 @@
+"""The Discord commands besides /portrait: `/character …`, `/settings`, `/queue`, and the autocompletes.
+
+Each command is one call to a platform-free piece (CharacterDesk, ServerSettingsStore, the ledger) on behalf
+of an Actor: the guild, the user, and whether they may manage the guild (Discord's Manage Server
+permission). Answers are private (ephemeral): acknowledged at once, then one follow-up.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Any, Protocol, cast
+
+import discord
+from discord import app_commands
+
+from bot.attachments import fetch_attachment
+from bot.character_desk import Actor, CharacterDesk, CharacterRefused
+from bot.discord_replies import APOLOGY, MISSING, fit
+from bot.errors import UserError
+from bot.ledger import Generation
+from bot.server_settings import SETTING_NAMES, BadSetting, ServerSettingsStore
+from bot.studio import Studio
+from characters.reference import MAX_BYTES
+from characters.store import Character
+from jobs.spec import new_id
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+MAX_CHOICES = 25  # Discord shows at most 25 autocomplete choices
+CHOICE_NAME = 100  # characters in a choice's label
+CARD_MAX_BYTES = 10 * 1024 * 1024
+_ON = ("on", "true", "yes", "1")
+_OFF = ("off", "false", "no", "0")
+_WHOLE = re.compile(r"[+-]?\d{1,9}")
+
+
+class CommandHost(Protocol):
+    """What the commands need of the client (bot.discord_bot.LikenessBot)."""
+
+    studio: Studio
+    attachment_hosts: frozenset[str]
+    allow_http_attachments: bool
+
+
+class NotAManager(UserError):
+    """Only the server's managers may do this."""
+
+
+def host_of(interaction: discord.Interaction[Any]) -> CommandHost:
+    return cast(CommandHost, interaction.client)
+
+
+def actor_of(interaction: discord.Interaction[Any]) -> Actor:
+    if interaction.guild_id is None:
+        raise UserError("Likeness works in servers, not in direct messages: use this command in a server.")
+    return Actor(
+        platform=PLATFORM,
+        server_id=str(interaction.guild_id),
+        user_id=str(interaction.user.id),
+        is_manager=interaction.permissions.manage_guild,
+    )
+
+
+def desk_of(interaction: discord.Interaction[Any]) -> CharacterDesk:
+    desk = host_of(interaction).studio.characters
+    if desk is None:
+        raise UserError("characters are not set up on this Likeness")
+    return desk
+
+
+def settings_store_of(interaction: discord.Interaction[Any]) -> ServerSettingsStore:
+    store = host_of(interaction).studio.server_settings
+    if store is None:
+        raise UserError("server settings are not set up on this Likeness")
+    return store
+
+
+class Private:
+    """A private answer: "thinking…" at once (only the user sees it), then the answer in its place."""
+
+    def __init__(self, interaction: discord.Interaction[Any]) -> None:
+        self.interaction = interaction
+
+    async def defer(self) -> None:
+        if not self.interaction.response.is_done():
+            await self.interaction.response.defer(ephemeral=True, thinking=True)
+
+    async def send(self, text: str, file: tuple[str, bytes] | None = None) -> None:
+        attached = discord.File(io.BytesIO(file[1]), filename=file[0]) if file else MISSING
+        text = fit(text)
+        mentions = discord.AllowedMentions.none()
+        if self.interaction.response.is_done():
+            await self.interaction.followup.send(
+                text, ephemeral=True, file=attached, allowed_mentions=mentions, wait=True
+            )
+        else:
+            await self.interaction.response.send_message(
+                text, ephemeral=True, file=attached, allowed_mentions=mentions
+            )
+
+
+@asynccontextmanager
+async def answering(interaction: discord.Interaction[Any]) -> AsyncIterator[Private]:
+    """Acknowledge at once; a UserError is answered in its own words, anything else with an error id."""
+    private = Private(interaction)
+    try:
+        await private.defer()
+        yield private
+    except UserError as exc:
+        await _say(private, str(exc))
+    except Exception:
+        error_id = new_id("e")
+        log.exception("interaction %s failed (error id %s)", interaction.id, error_id)
+        await _say(private, APOLOGY.format(error_id=error_id))
+
+
+async def _say(private: Private, text: str) -> None:
+    try:
+        await private.send(text)
+    except discord.HTTPException:
+        log.warning("could not tell user %s: %s", private.interaction.user.id, text, exc_info=True)
+
+
+def _line(character: Character, *, code: bool = False) -> str:
+    parts = [f"**@{discord.utils.escape_markdown(character.name)}**"]
+    if character.description:
+        parts.append(discord.utils.escape_markdown(character.description))
+    if code:
+        parts.append(f"code `{character.id}`")
+    elif character.visibility == "shared":
+        parts.append(f"shared as `{character.id}`")
+    if character.origin_label:
+        parts.append(f"from {discord.utils.escape_markdown(character.origin_label)}")
+    return " · ".join(parts)
+
+
+def _card_name(name: str) -> str:
+    return f"{name}.likeness.png"
+
+
+async def _fetch(
+    interaction: discord.Interaction[Any], attachment: discord.Attachment, max_bytes: int
+) -> bytes:
+    host = host_of(interaction)
+    return await fetch_attachment(
+        attachment.url,
+        allowed_hosts=host.attachment_hosts,
+        max_bytes=max_bytes,
+        declared_size=attachment.size,
+        allow_http=host.allow_http_attachments,
+    )
+
+
+# --- autocomplete ----------------------------------------------------------------------------------------
+
+
+def _matching(current: str, names: Collection[tuple[str, str]]) -> list[app_commands.Choice[str]]:
+    """Choices whose value starts with, then contains, what was typed (case-insensitive)."""
+    typed = current.strip().lstrip("@").casefold()
+    starts = [(v, label) for v, label in names if v.casefold().startswith(typed)]
+    within = [(v, label) for v, label in names if typed in v.casefold() and (v, label) not in starts]
+    return [
+        app_commands.Choice(name=fit(label, CHOICE_NAME), value=value)
+        for value, label in (starts + within)[:MAX_CHOICES]
+    ]
+
+
+async def character_choices(
+    interaction: discord.Interaction[Any], current: str
+) -> list[app_commands.Choice[str]]:
+    """This server's characters, and only this server's."""
+    desk = host_of(interaction).studio.characters
+    if desk is None or interaction.guild_id is None:
+        return []
+    characters = await desk.list(actor_of(interaction))
+    labels = [(c.name, f"@{c.name} — {c.description}" if c.description else f"@{c.name}") for c in characters]
+    return _matching(current, labels)
+
+
+async def engine_choices(
+    interaction: discord.Interaction[Any], current: str
+) -> list[app_commands.Choice[str]]:
+    """The catalog's portrait engines (txt2img profiles)."""
+    profiles = host_of(interaction).studio.catalog.of_kind("txt2img")
+    labels = [(p.name, f"{p.name} — {p.description}" if p.description else p.name) for p in profiles]
+    return _matching(current, labels)
+
+
+# --- /character ------------------------------------------------------------------------------------------
+
+character_group = app_commands.Group(
+    name="character", description="This server's characters: named faces for /portrait.", guild_only=True
+)
+
+
+@character_group.command(name="create", description="A character from one photo with exactly one face.")
+@app_commands.describe(
+    name="1–32 letters, digits, _ or -; used as @name in prompts.",
+    image="A JPEG, PNG or WebP photo, at most 10 MB, showing one front-facing face.",
+    description="Words added to prompts that use it (e.g. 'a woman in her 30s with red hair').",
+    consent="I confirm I may use this person's likeness.",
+)
+async def character_create(
+    interaction: discord.Interaction[Any],
+    name: app_commands.Range[str, 1, 33],
+    image: discord.Attachment,
+    description: app_commands.Range[str, 0, 300] | None = None,
+    consent: bool = False,
+) -> None:
+    async with answering(interaction) as answer:
+        actor = actor_of(interaction)
+        desk = desk_of(interaction)
+        store = host_of(interaction).studio.server_settings
+        if store is not None and not actor.is_manager:
+            settings = await store.get(actor.platform, actor.server_id)
+            if settings.character_creators == "managers":
+                raise NotAManager(
+                    "on this server only its managers (Manage Server) create characters; ask one of them"
+                )
+        if not consent:
+            raise CharacterRefused(
+                "confirm that you may use this person's likeness: run the command again with consent: True"
+            )
+        photo = await _fetch(interaction, image, MAX_BYTES)
+        character = await desk.create(actor, name, photo, description=description or "", consent=True)
+        _, crop = await desk.show(actor, character.name)
+        await answer.send(
+            f"{_line(character)} is ready: write `@{character.name}` in a /portrait prompt, or pick it "
+            "in the command's character option.",
+            (f"{character.name}.jpg", crop),
+        )
+
+
+@character_group.command(name="list", description="This server's characters.")
+async def character_list(interaction: discord.Interaction[Any]) -> None:
+    async with answering(interaction) as answer:
+        characters = await desk_of(interaction).list(actor_of(interaction))
+        if not characters:
+            await answer.send("This server has no characters yet: make one with /character create.")
+            return
+        await answer.send(f"{len(characters)} character(s):\n" + "\n".join(_line(c) for c in characters))
+
+
+@character_group.command(name="show", description="A character's face crop and details.")
+@app_commands.describe(name="The character.")
+@app_commands.autocomplete(name=character_choices)
+async def character_show(interaction: discord.Interaction[Any], name: str) -> None:
+    async with answering(interaction) as answer:
+        character, crop = await desk_of(interaction).show(actor_of(interaction), name)
+        details = [
+            _line(character),
+            f"owner <@{character.owner_id}> · weight {character.weight} · used {character.uses} time(s)",
+        ]
+        await answer.send("\n".join(details), (f"{character.name}.jpg", crop))
+
+
+@character_group.command(name="rename", description="Rename a character (its owner or a manager).")
+@app_commands.describe(name="The character.", new_name="Its new name.")
+@app_commands.autocomplete(name=character_choices)
+async def character_rename(interaction: discord.Interaction[Any], name: str, new_name: str) -> None:
+    async with answering(interaction) as answer:
+        character = await desk_of(interaction).rename(actor_of(interaction), name, new_name)
+        await answer.send(f"Renamed: it is now `@{character.name}`.")
+
+
+@character_group.command(name="delete", description="Delete a character (its owner or a manager).")
+@app_commands.describe(name="The character.")
+@app_commands.autocomplete(name=character_choices)
+async def character_delete(interaction: discord.Interaction[Any], name: str) -> None:
+    async with answering(interaction) as answer:
+        await desk_of(interaction).delete(actor_of(interaction), name)
+        await answer.send(f"Deleted `@{name.strip().lstrip('@')}` and its photos (unless another uses them).")
+
+
+@character_group.command(
+    name="share", description="Publish a character to the community catalog, or withdraw it."
+)
+@app_commands.describe(name="The character.", withdraw="Withdraw it instead (copies already made stay).")
+@app_commands.autocomplete(name=character_choices)
+async def character_share(interaction: discord.Interaction[Any], name: str, withdraw: bool = False) -> None:
+    async with answering(interaction) as answer:
+        character = await desk_of(interaction).share(actor_of(interaction), name, not withdraw)
+        if withdraw:
+            await answer.send(f"`@{character.name}` is private again; copies already imported stay.")
+        else:
+            await answer.send(
+                f"`@{character.name}` is in the community catalog: any server imports it with "
+                f"/character import code:{character.id}"
+            )
+
+
+@character_group.command(name="browse", description="The community catalog of shared characters.")
+@app_commands.describe(query="Words in the name or description.")
+async def character_browse(interaction: discord.Interaction[Any], query: str | None = None) -> None:
+    async with answering(interaction) as answer:
+        actor_of(interaction)
+        found = await desk_of(interaction).browse(query or "")
+        if not found:
+            await answer.send("No shared character matches." if query else "No character is shared yet.")
+            return
+        lines = [_line(c, code=True) for c in found[:MAX_CHOICES]]
+        more = (
+            f"\n…and {len(found) - MAX_CHOICES} more: narrow the query." if len(found) > MAX_CHOICES else ""
+        )
+        await answer.send(
+            "Import one with /character import code:…\n" + "\n".join(lines) + more,
+        )
+
+
+@character_group.command(name="import", description="A character from the catalog (its code) or from a card.")
+@app_commands.describe(
+    code="The code of a shared character (c_…), from /character browse.",
+    card="A character card (PNG), from /character export or `likeness characters export`.",
+    name="Another name for it here.",
+)
+async def character_import(
+    interaction: discord.Interaction[Any],
+    code: str | None = None,
+    card: discord.Attachment | None = None,
+    name: str | None = None,
+) -> None:
+    async with answering(interaction) as answer:
+        actor = actor_of(interaction)
+        desk = desk_of(interaction)
+        if (code is None) == (card is None):
+            raise CharacterRefused("give either a code (c_…) or a card (a PNG), not both and not neither")
+        if card is not None:
+            character = await desk.import_card(actor, await _fetch(interaction, card, CARD_MAX_BYTES), name)
+        else:
+            assert code is not None
+            character = await desk.import_shared(actor, code, name)
+        await answer.send(f"Imported {_line(character)}: write `@{character.name}` in a /portrait prompt.")
+
+
+@character_group.command(name="export", description="A portable character card (PNG) to take elsewhere.")
+@app_commands.describe(name="The character.")
+@app_commands.autocomplete(name=character_choices)
+async def character_export(interaction: discord.Interaction[Any], name: str) -> None:
+    async with answering(interaction) as answer:
+        actor = actor_of(interaction)
+        desk = desk_of(interaction)
+        character, _ = await desk.show(actor, name)
+        card = await desk.export_card(actor, character.name)
+        await answer.send(
+            f"The card of `@{character.name}`: import it on any Likeness with /character import card:…",
+            (_card_name(character.name), card),
+        )
+
+
+# --- /settings -------------------------------------------------------------------------------------------
+
+
+def setting_value(name: str, text: str) -> Any:
+    """A typed value from what a manager typed; what cannot be read is passed on for BadSetting to name."""
+    typed = text.strip()
+    if name == "fast_lane":
+        if typed.casefold() in _ON:
+            return True
+        if typed.casefold() in _OFF:
+            return False
+        return typed
+    if name in ("default_aspect", "character_creators"):
+        return typed.casefold() if name == "character_creators" else typed
+    return int(typed) if _WHOLE.fullmatch(typed) else typed
+
+
+def settings_text(values: dict[str, Any], title: str) -> str:
+    def shown(value: Any) -> str:
+        return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+    return title + "\n" + "\n".join(f"`{name}`: {shown(values[name])}" for name in SETTING_NAMES)
+
+
+@app_commands.command(name="settings", description="Show this server's Likeness settings, or change one.")
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+@app_commands.describe(setting="The setting to change.", value="Its new value (0 = no limit; on/off).")
+@app_commands.choices(setting=[app_commands.Choice(name=name, value=name) for name in SETTING_NAMES])
+async def settings_command(
+    interaction: discord.Interaction[Any],
+    setting: app_commands.Choice[str] | None = None,
+    value: app_commands.Range[str, 1, 20] | None = None,
+) -> None:
+    async with answering(interaction) as answer:
+        actor = actor_of(interaction)
+        if not actor.is_manager:
+            raise NotAManager(
+                "only this server's managers (Manage Server) see and change its Likeness settings"
+            )
+        store = settings_store_of(interaction)
+        if setting is None and value is None:
+            current = await store.get(actor.platform, actor.server_id)
+            await answer.send(settings_text(asdict(current), "This server's settings:"))
+            return
+        if setting is None or value is None:
+            raise BadSetting("give both a setting and its value, or neither to see them all")
+        changed = await store.update(
+            actor.platform, actor.server_id, **{setting.value: setting_value(setting.value, value)}
+        )
+        log.info("server %s: %s set %s to %r", actor.server_id, actor.user_id, setting.value, value)
+        await answer.send(
+            settings_text(asdict(changed), f"Changed `{setting.value}`. This server's settings:")
+        )
+
+
+# --- /queue ----------------------------------------------------------------------------------------------
+
+_STATES = {"recorded": "recorded", "queued": "queued", "running": "running", "finished": "finished, posting"}
+
+
+async def queue_lines(studio: Studio, actor: Actor, now: float) -> list[str]:
+    """One line per open generation of this member in this server: its state, position and ETA."""
+    everyone = await studio.ledger.open_generations()
+    mine = [
+        g
+        for g in everyone
+        if (g.platform, g.server_id, g.user_id) == (actor.platform, actor.server_id, actor.user_id)
+    ]
+    lines = []
+    for generation in mine:
+        line = f"`{generation.id}` · {generation.kind} · {_STATES.get(generation.status, generation.status)}"
+        if generation.status in ("recorded", "queued"):
+            ahead = _ahead(everyone, generation)
+            line += " · next up" if ahead == 0 else f" · {ahead} ahead"
+            status = await studio.queue.status(generation.queue, _profile(generation))
+            if status.eta_s is not None and status.waiting:
+                per_job = status.eta_s / status.waiting
+                line += f" · about {per_job * (ahead + 1):.0f} s"
+            if status.workers == 0:
+                line += f" · no worker serves {_profile(generation)} right now"
+        line += f" · asked {_ago(now - generation.created_at)} ago"
+        lines.append(line)
+    return lines
+
+
+def _ahead(everyone: list[Generation], generation: Generation) -> int:
+    """Open, unfinished generations of the same queue recorded before this one (the ledger's order)."""
+    return sum(
+        1
+        for g in everyone
+        if g.queue == generation.queue
+        and g.status in ("recorded", "queued", "running")
+        and g.created_at < generation.created_at
+    )
+
+
+def _profile(generation: Generation) -> str:
+    recipe = generation.spec.get("recipe") or {}
+    return str(recipe.get("profile") or generation.queue)
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@app_commands.command(name="queue", description="Your requests in this server that are not done yet.")
+@app_commands.guild_only()
+async def queue_command(interaction: discord.Interaction[Any]) -> None:
+    async with answering(interaction) as answer:
+        actor = actor_of(interaction)
+        lines = await queue_lines(host_of(interaction).studio, actor, time.time())
+        if not lines:
+            await answer.send("Nothing of yours is waiting or running in this server.")
+            return
+        await answer.send(f"Your {len(lines)} open request(s):\n" + "\n".join(lines))
+
+
+COMMANDS: tuple[app_commands.Command[Any, Any, Any] | app_commands.Group, ...] = (
+    character_group,
+    settings_command,
+    queue_command,
+)
