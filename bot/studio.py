@@ -150,6 +150,7 @@ class Studio:
         # Chat adapters pass the store: its limits and the fast-lane allowance then apply. The command
         # line runs for its own user and leaves it out.
         self.server_settings = server_settings
+        self._member_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self.upload_bytes = upload_bytes
         self.ledger = ledger
         self.catalog = catalog
@@ -284,40 +285,43 @@ class Studio:
         *,
         fast: bool = False,
     ) -> Submission:
-        notices: list[str] = []
-        if self.server_settings is not None:
-            settings = await self.server_settings.get(origin.platform, origin.server_id)
-            now = time.time()
-            counts = await usage(
-                self.ledger,
-                origin.platform,
-                origin.server_id,
-                origin.user_id,
-                now=now,
-                in_flight_s=self.job_wait_s,
+        # One member's requests are checked and recorded one at a time, so two at once cannot both pass
+        # a limit that only one of them fits under (within this process).
+        async with self._member_lock(origin):
+            notices: list[str] = []
+            if self.server_settings is not None:
+                settings = await self.server_settings.get(origin.platform, origin.server_id)
+                now = time.time()
+                counts = await usage(
+                    self.ledger,
+                    origin.platform,
+                    origin.server_id,
+                    origin.user_id,
+                    now=now,
+                    in_flight_s=self.job_wait_s,
+                )
+                check(settings, counts, now)
+                if fast:
+                    fast, why = fast_lane(settings, counts, now)
+                    notices += [why] if why else []
+            # What a restarted bot needs to finish and deliver it: the lane, and the words shown with it.
+            route_info = {**route_info, "lane": "fast" if fast else "normal", "caption": text_caption}
+            # The ledger first: if enqueueing fails or the process dies, the generation is still on record.
+            await self.ledger.record(
+                generation_id=spec.generation_id,
+                platform=origin.platform,
+                server_id=origin.server_id,
+                channel_id=origin.channel_id,
+                user_id=origin.user_id,
+                request=request,
+                route=route_info,
+                spec=_for_ledger(spec).model_dump(mode="json"),
+                job_id=spec.job_id,
+                queue=queue,
+                kind=spec.kind,
+                parent_id=spec.parent.generation_id if spec.parent else None,
+                parent_index=spec.parent.index if spec.parent else None,
             )
-            check(settings, counts, now)
-            if fast:
-                fast, why = fast_lane(settings, counts, now)
-                notices += [why] if why else []
-        # What a restarted bot needs to finish and deliver it: the lane, and the words shown with it.
-        route_info = {**route_info, "lane": "fast" if fast else "normal", "caption": text_caption}
-        # The ledger first: if enqueueing fails or the process dies, the generation is still on record.
-        await self.ledger.record(
-            generation_id=spec.generation_id,
-            platform=origin.platform,
-            server_id=origin.server_id,
-            channel_id=origin.channel_id,
-            user_id=origin.user_id,
-            request=request,
-            route=route_info,
-            spec=_for_ledger(spec).model_dump(mode="json"),
-            job_id=spec.job_id,
-            queue=queue,
-            kind=spec.kind,
-            parent_id=spec.parent.generation_id if spec.parent else None,
-            parent_index=spec.parent.index if spec.parent else None,
-        )
         handle = await self.queue.submit(spec, queue, fast=fast)
         await self.ledger.set_status(spec.generation_id, "queued")
         return Submission(
@@ -557,6 +561,11 @@ class Studio:
         text = f"{spec.prompt} · seed {recipe.seeds[0]} · {recipe.profile} ({'; '.join(reasons)})"
         request_info = {spec.kind: asked, "parent": source.label}
         return await self._submit(origin, spec, request_info, route_info, queue, text, "; ".join(reasons))
+
+    def _member_lock(self, origin: Origin) -> asyncio.Lock:
+        """One lock per member (a few hundred bytes each; members are few)."""
+        key = (origin.platform, origin.server_id, origin.user_id)
+        return self._member_locks.setdefault(key, asyncio.Lock())
 
     def _queue_of(self, profile_name: str) -> str:
         profile = self.catalog.get(profile_name)
