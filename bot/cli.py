@@ -33,6 +33,7 @@ from bot.cli_common import (
     load_settings,
     log_to_stderr,
     run,
+    studio_for,
 )
 from bot.cli_eval import eval_app
 from bot.cli_serve import serve_app
@@ -43,9 +44,9 @@ from bot.ledger import Generation, Ledger
 from bot.settings import BotSettings
 from bot.studio import Finished, Origin, Studio, Submission, plan_portrait
 from jobs.fleet import QueueStatus, WorkerBeat, live_workers
-from jobs.queue import ArqQueue, LocalQueue, Queue
+from jobs.queue import ArqQueue
 from jobs.spec import JobSpec, ProgressEvent
-from router.catalog import BUILTIN_PREFIX, Catalog
+from router.catalog import BUILTIN_PREFIX
 
 app = typer.Typer(
     name="likeness",
@@ -69,38 +70,8 @@ def main() -> None:
     app()
 
 
-async def _queue(stack: AsyncExitStack, settings: BotSettings, catalog: Catalog) -> Queue:
-    """arq on Redis when a Redis URL is configured, else a worker inside this process."""
-    queue: Queue
-    if settings.redis_url:
-        queue = await ArqQueue.connect(settings.redis_url)
-    else:
-        from jobs.settings import WorkerSettings
-        from jobs.worker import JobRunner
-
-        worker_settings = WorkerSettings(
-            data_dir=settings.data_dir,
-            models_file=settings.models_file,
-            default_profile=settings.default_profile,
-        )
-        queue = LocalQueue(JobRunner(worker_settings, catalog).run)
-    stack.push_async_callback(queue.close)
-    return queue
-
-
 async def _studio(stack: AsyncExitStack, settings: BotSettings) -> Studio:
-    catalog = catalog_for(settings)
-    ledger = Ledger(settings.ledger_path)
-    await ledger.open()
-    queue = await _queue(stack, settings, catalog)
-    return Studio(
-        ledger=ledger,
-        catalog=catalog,
-        queue=queue,
-        generations_dir=settings.generations_dir,
-        job_wait_s=settings.job_wait_s,
-        characters=await character_desk(settings),
-    )
+    return await studio_for(stack, settings)
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -17,11 +18,13 @@ from rich.text import Text
 
 from bot.character_desk import CharacterDesk
 from bot.errors import UserError
+from bot.ledger import Ledger
+from bot.server_settings import ServerSettingsStore
 from bot.settings import BotSettings
-from bot.studio import Origin
+from bot.studio import Origin, Studio
 from characters.images import ImageStore
 from characters.store import CharacterStore
-from jobs.queue import QueueUnavailable
+from jobs.queue import ArqQueue, LocalQueue, Queue, QueueUnavailable
 from jobs.settings import SharedSettings
 from router.catalog import Catalog, CatalogError, load_catalog
 
@@ -95,3 +98,35 @@ async def character_desk(settings: BotSettings) -> CharacterDesk:
     store = CharacterStore(settings.characters_path)
     await store.open()
     return CharacterDesk(store, ImageStore(settings.character_images_dir))
+
+
+async def studio_for(stack: AsyncExitStack, settings: BotSettings, *, limits: bool = False) -> Studio:
+    """The Studio a command runs on: the catalog, the ledger, the queue (arq on Redis when a Redis URL
+    is set, else a worker inside this process) and the characters. `limits`: each server's settings and
+    limits apply (chat platforms); the command line runs for its own user without them."""
+    catalog = catalog_for(settings)
+    ledger = Ledger(settings.ledger_path)
+    await ledger.open()
+    queue: Queue
+    if settings.redis_url:
+        queue = await ArqQueue.connect(settings.redis_url)
+    else:
+        from jobs.settings import WorkerSettings
+        from jobs.worker import JobRunner
+
+        worker_settings = WorkerSettings(
+            data_dir=settings.data_dir,
+            models_file=settings.models_file,
+            default_profile=settings.default_profile,
+        )
+        queue = LocalQueue(JobRunner(worker_settings, catalog).run)
+    stack.push_async_callback(queue.close)
+    return Studio(
+        ledger=ledger,
+        catalog=catalog,
+        queue=queue,
+        generations_dir=settings.generations_dir,
+        job_wait_s=settings.job_wait_s,
+        characters=await character_desk(settings),
+        server_settings=ServerSettingsStore(ledger) if limits else None,
+    )

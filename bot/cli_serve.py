@@ -12,13 +12,10 @@ from contextlib import AsyncExitStack
 
 import typer
 
-from bot.cli_common import catalog_for, character_desk, fail, load_settings, log_to_stderr, run
-from bot.ledger import Ledger
-from bot.server_settings import ServerSettingsStore
+from bot.cli_common import fail, load_settings, log_to_stderr, run, studio_for
 from bot.settings import BotSettings
+from bot.slack_cli import slack_command
 from bot.studio import Studio
-from jobs.queue import ArqQueue, LocalQueue, Queue
-from router.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -54,42 +51,13 @@ def discord_command() -> None:
 
 async def chat_studio(stack: AsyncExitStack, settings: BotSettings) -> Studio:
     """A Studio for a chat platform: like the command line's, plus each server's settings and limits."""
-    catalog = catalog_for(settings)
-    ledger = Ledger(settings.ledger_path)
-    await ledger.open()
-    profile = catalog.default_profile
+    studio = await studio_for(stack, settings, limits=True)
+    profile = studio.catalog.default_profile
     if profile.is_tiny:
         log.warning(
             "%s is a tiny random-weight model: its images are noise (README, section Models)", profile.name
         )
-    return Studio(
-        ledger=ledger,
-        catalog=catalog,
-        queue=await _queue(stack, settings, catalog),
-        generations_dir=settings.generations_dir,
-        job_wait_s=settings.job_wait_s,
-        characters=await character_desk(settings),
-        server_settings=ServerSettingsStore(ledger),
-    )
-
-
-async def _queue(stack: AsyncExitStack, settings: BotSettings, catalog: Catalog) -> Queue:
-    """arq on Redis when a Redis URL is configured, else a worker inside this process."""
-    queue: Queue
-    if settings.redis_url:
-        queue = await ArqQueue.connect(settings.redis_url)
-    else:
-        from jobs.settings import WorkerSettings
-        from jobs.worker import JobRunner
-
-        worker_settings = WorkerSettings(
-            data_dir=settings.data_dir,
-            models_file=settings.models_file,
-            default_profile=settings.default_profile,
-        )
-        queue = LocalQueue(JobRunner(worker_settings, catalog).run)
-    stack.push_async_callback(queue.close)
-    return queue
+    return studio
 
 
 async def serve_discord(settings: BotSettings) -> None:
@@ -106,3 +74,6 @@ async def serve_discord(settings: BotSettings) -> None:
         stack.push_async_callback(bot.close)
         with discord_endpoints(settings.discord_api_base, settings.discord_gateway_url):
             await bot.start(settings.discord_token.get_secret_value().strip())
+
+
+serve_app.command("slack")(slack_command)

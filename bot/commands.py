@@ -5,12 +5,14 @@ The grammar is Midjourney-style: free text describing the portrait plus `--flag 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import json
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from bot.errors import BadFlag, BadPrompt
 from router.sizes import ASPECT_RATIOS
@@ -320,3 +322,41 @@ def _unknown_flag_message(name: str) -> str:
 def _show(value: str, limit: int = 40) -> str:
     """A user's value cut short enough to quote back in a message."""
     return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+# --- a recorded request back to text (Reroll) -----------------------------------------------------
+
+_FRAMEWORK_FIELDS = ("clothing", "environment", "lighting", "camera", "skin")
+
+
+def _quoted(value: str) -> str:
+    for opening, closing in (('"', '"'), ("'", "'"), ("«", "»")):
+        if opening not in value and closing not in value:
+            return f"{opening}{value}{closing}"
+    return value
+
+
+def request_text(request: Mapping[str, Any]) -> str:
+    """The /portrait text of a recorded request (`dataclasses.asdict` of a PortraitRequest), without its
+    seed; ValueError if it cannot be written back exactly."""
+    parts = [str(request["subject"])]
+    for name in _FRAMEWORK_FIELDS:
+        if request.get(name):
+            parts.append(f"--{name} {_quoted(str(request[name]))}")
+    if request.get("negative"):
+        parts.append(f"--no {_quoted(str(request['negative']))}")
+    if request.get("aspect_given"):
+        parts.append(f"--ar {request['aspect']}")
+    flags = {"count": "n", "steps": "steps", "cfg": "cfg", "engine": "engine", "character_weight": "cw"}
+    for name, flag in flags.items():
+        value = request.get(name)
+        if value is not None and not (name == "count" and value == MAX_VARIATIONS):
+            parts.append(f"--{flag} {value:g}" if isinstance(value, float) else f"--{flag} {value}")
+    if request.get("fast"):
+        parts.append("--fast")
+    text = " ".join(parts)
+    again = json.loads(json.dumps(dataclasses.asdict(parse_portrait(text))))
+    ignored = {"seed"} | ({"aspect"} if not request.get("aspect_given") else set())
+    if any(again.get(k) != v for k, v in request.items() if k not in ignored):
+        raise ValueError("this request cannot be written out again; make it with /portrait")
+    return text

@@ -38,6 +38,32 @@ class BotSettings(SharedSettings):
         default=True,
         description="Register the slash commands with Discord at start (a bulk overwrite; idempotent).",
     )
+    slack_bot_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LIKENESS_SLACK_BOT_TOKEN", "SLACK_BOT_TOKEN", "slack_bot_token"),
+        description="The Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page.",
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "LIKENESS_SLACK_SIGNING_SECRET", "SLACK_SIGNING_SECRET", "slack_signing_secret"
+        ),
+        description="The app's Signing Secret (Basic Information): HTTP mode verifies every request with it.",
+    )
+    slack_app_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LIKENESS_SLACK_APP_TOKEN", "SLACK_APP_TOKEN", "slack_app_token"),
+        description="An app-level token (xapp-…, scope connections:write): Socket Mode instead of HTTP.",
+    )
+    slack_api_base: str = Field(
+        default="https://slack.com/api/",
+        pattern=r"^https?://\S+/$",
+        description="Slack's Web API base, ending in a slash; another for a proxy or a test.",
+    )
+    slack_port: int = Field(
+        default=3000, ge=1, le=65_535, description="The port of the HTTP endpoint (path /slack/events)."
+    )
+    slack_host: str = Field(default="0.0.0.0", description="The address the HTTP endpoint listens on.")
 
     @property
     def ledger_path(self) -> Path:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.buttons import Source, animate_spec, find_source, upscale_spec, vary_spec
+from bot.buttons import Source, animate_spec, find_source, indexed_files, upscale_spec, vary_spec
 from bot.character_desk import CharacterDesk, CharacterRefused
-from bot.commands import PortraitRequest, parse_portrait
-from bot.errors import BadFlag, BadPrompt, JobFailed, JobTimedOut, UnknownProfile
+from bot.commands import PortraitRequest, parse_portrait, request_text
+from bot.errors import BadFlag, BadPrompt, GenerationRefused, JobFailed, JobTimedOut, UnknownProfile
 from bot.ledger import Generation, Ledger
 from bot.limits import check, fast_lane, usage
 from bot.server_settings import ServerSettingsStore
@@ -498,6 +498,37 @@ class Studio:
         if self.characters and cast:
             await self.characters.store.record_use([c.id for c in cast])
         return submission
+
+    async def reroll(self, origin: Origin, generation_id: str) -> Submission:
+        """The same request again with a new seed: a portrait's text, or a vary of the same variation."""
+        record = await self._record(generation_id)
+        files = indexed_files(record)
+        # Exists, belongs to this server, finished: the checks every button makes.
+        await self._source(origin, generation_id, min(files) if files else 1, "select")
+        if record.kind == "vary" and record.parent_id and record.parent_index:
+            asked = record.request.get("vary") or {}
+            return await self.vary(
+                origin,
+                record.parent_id,
+                record.parent_index,
+                strong=bool(asked.get("strong")),
+                remix=asked.get("remix"),
+            )
+        if record.kind == "txt2img" and "subject" in record.request:
+            try:
+                text = request_text(record.request)
+            except ValueError as exc:
+                raise GenerationRefused(f"generation {generation_id}: {exc}") from None
+            return await self.portrait(origin, text)
+        raise GenerationRefused(
+            f"generation {generation_id} is a {record.kind}; Reroll makes portraits and variations again"
+        )
+
+    async def _record(self, generation_id: str) -> Generation:
+        record = await self.ledger.get(generation_id)
+        if record is None:
+            raise GenerationRefused(f"there is no generation {generation_id} on this deployment")
+        return record
 
     async def upscale(self, origin: Origin, generation_id: str, index: int, *, factor: int = 2) -> Submission:
         """Upscale 2× or 4× of variation `index`, up to a 4096 px long edge."""

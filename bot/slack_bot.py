@@ -1,0 +1,309 @@
+"""The Slack adapter: `/portrait`, `@likeness …` mentions and the result buttons in, Studio calls out,
+messages back.
+
+Each request becomes one Studio call on behalf of an `Origin` (workspace, channel, user). Slack Bolt
+verifies every request (the signing secret, and a timestamp within 5 minutes) before a handler sees it.
+This module and its helpers, bot/slack_blocks.py (the buttons and the words) and bot/slack_replies.py
+(acknowledging, progress, posting), are the only ones that import slack_bolt and slack_sdk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, cast
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltRequest
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.commands import parse_portrait
+from bot.errors import GenerationRefused, UserError
+from bot.progress import progress_text
+from bot.slack_blocks import (
+    ACTION_ID,
+    Action,
+    Block,
+    chooser_blocks,
+    grid_blocks,
+    result_text,
+    single_blocks,
+    status_text,
+    variations_on,
+)
+from bot.slack_replies import Reply
+from bot.studio import Finished, Origin, Studio, Submission
+from jobs.spec import new_id
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+SLACK_API_BASE = "https://slack.com/api/"
+EVENTS_PATH = "/slack/events"
+PROGRESS_EVERY_S = 2.0  # at most one status edit this often: Slack allows about one chat.update a second
+RATE_LIMIT_RETRIES = 3
+APOLOGY = (
+    "Sorry, something went wrong on our side and this request was not done. If it happens again, give the "
+    "workspace's admins this error id: {error_id}"
+)
+# The mentions a message to the bot starts with: `<@U0123ABCD>` or `<@U0123ABCD|likeness>`.
+LEADING_MENTIONS = re.compile(r"^(\s*<@[A-Z0-9]+(?:\|[^>]*)?>)+\s*")
+
+
+def web_client(token: str, api_base: str = SLACK_API_BASE) -> AsyncWebClient:
+    """A Web API client on `api_base` (slack_sdk needs its trailing slash) that waits out rate limits:
+    a 429 is retried after its Retry-After, up to RATE_LIMIT_RETRIES times."""
+    client = AsyncWebClient(token=token, base_url=api_base if api_base.endswith("/") else api_base + "/")
+    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES))
+    return client
+
+
+def mention_text(text: str) -> str:
+    """The /portrait text of an `@likeness …` message: the message without the mentions it starts with."""
+    return LEADING_MENTIONS.sub("", text, count=1).strip()
+
+
+def retry_number(request: AsyncBoltRequest) -> int:
+    """Which retry of an event this is (X-Slack-Retry-Num, also over Socket Mode); 0 for the first try."""
+    values: Any = request.headers.get("x-slack-retry-num") or "0"
+    value = values if isinstance(values, str) else (list(values) or ["0"])[0]
+    return int(value) if str(value).isdigit() else 0
+
+
+class SlackBot:
+    """One Studio behind `/portrait`, app mentions and the result buttons, on a Bolt app."""
+
+    def __init__(
+        self,
+        studio: Studio,
+        client: AsyncWebClient,
+        *,
+        signing_secret: str = "",
+        progress_every_s: float = PROGRESS_EVERY_S,
+    ) -> None:
+        self.studio = studio
+        self.client = client
+        self.progress_every_s = progress_every_s
+        self.app = AsyncApp(
+            client=client,
+            signing_secret=signing_secret,
+            # An empty secret serves Socket Mode only, where Slack's own connection replaces signatures.
+            request_verification_enabled=bool(signing_secret),
+            logger=logging.getLogger("slack_bolt"),
+        )
+        self.app.command("/portrait")(self.on_portrait_command)
+        self.app.event("app_mention")(self.on_mention)
+        self.app.action(ACTION_ID)(self.on_button)
+        self._working: set[asyncio.Task[Any]] = set()  # the handlers running now
+
+    def web_app(self, path: str = EVENTS_PATH) -> web.Application:
+        """The HTTP endpoint Slack posts commands, clicks and events to (Request URL in the manifest)."""
+
+        async def events(request: web.Request) -> web.Response:
+            response = await self.app.async_dispatch(await to_bolt_request(request))
+            return await to_aiohttp_response(response)
+
+        async def health(request: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        application = web.Application()
+        application.router.add_post(path, events)
+        application.router.add_get("/healthz", health)
+        return application
+
+    async def close(self) -> None:
+        """Stop the handlers still at work (their generations stay in the ledger)."""
+        working = [task for task in self._working if task is not asyncio.current_task()]
+        for task in working:
+            task.cancel()
+        if working:
+            await asyncio.wait(working)
+
+    @asynccontextmanager
+    async def guarded(self, reply: Reply) -> AsyncIterator[None]:
+        """The one place errors meet users: a UserError's own words; anything else, an apology with an id.
+        Both are ephemeral: only the requester sees them."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._working.add(task)
+        try:
+            yield
+        except UserError as exc:
+            await reply.done()  # a status message would otherwise stay at its last words
+            await reply.tell(str(exc))
+        except Exception:
+            error_id = new_id("e")
+            log.exception("request of %s in %s failed (error id %s)", reply.user, reply.channel, error_id)
+            await reply.done()
+            await reply.tell(APOLOGY.format(error_id=error_id))
+        finally:
+            self._working.discard(task)
+
+    # --- what users do -----------------------------------------------------------------------------------
+
+    async def on_portrait_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
+        reply = Reply(
+            self.client,
+            ack=ack,
+            channel=command["channel_id"],
+            user=command["user_id"],
+            response_url=command.get("response_url"),
+            answers_in_ack=True,
+        )
+        async with self.guarded(reply):
+            origin = Origin(PLATFORM, str(command["team_id"]), reply.channel, reply.user)
+            await self.portrait(reply, origin, str(command.get("text") or ""))
+
+    async def on_mention(
+        self, ack: AsyncAck, body: dict[str, Any], event: dict[str, Any], request: AsyncBoltRequest
+    ) -> None:
+        if retry_number(request) > 0:
+            # Slack sends an event again when its first delivery was not acknowledged in 3 s; that one is
+            # already being served (Bolt acknowledges events before running the handler).
+            log.info("ignoring Slack's retry of event %s", body.get("event_id"))
+            return
+        channel, user = str(event["channel"]), str(event["user"])
+        reply = Reply(self.client, ack=ack, channel=channel, user=user, thread_ts=event.get("thread_ts"))
+        async with self.guarded(reply):
+            team = body.get("team_id") or event.get("team") or ""
+            origin = Origin(PLATFORM, str(team), reply.channel, reply.user)
+            await self.portrait(reply, origin, mention_text(str(event.get("text") or "")))
+
+    async def portrait(self, reply: Reply, origin: Origin, text: str) -> None:
+        # Parsing is pure and takes microseconds: bad flags are answered at once and privately.
+        parse_portrait(text)
+        await reply.ack()
+        # A first status before anything is recorded: a channel the bot cannot post in is said at once.
+        await reply.status("working on it…", strict=True)
+        await self.deliver(reply, await self.studio.portrait(origin, text))
+
+    async def on_button(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        message: Mapping[str, Any] = body.get("message") or {}
+        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+        user = body["user"]
+        reply = Reply(
+            self.client,
+            ack=ack,
+            channel=str(channel),
+            user=str(user["id"]),
+            thread_ts=message.get("thread_ts"),
+            response_url=body.get("response_url"),
+        )
+        async with self.guarded(reply):
+            await reply.ack()
+            match = ACTION_ID.fullmatch(str(action.get("action_id", "")))
+            if match is None:
+                raise GenerationRefused("this button is not one Likeness knows")
+            team = (body.get("team") or {}).get("id") or user.get("team_id") or ""
+            origin = Origin(PLATFORM, str(team), reply.channel, reply.user)
+            kind = cast(Action, match["action"])
+            generation_id, index = match["generation"], int(match["index"])
+            if kind == "animate" and index == 0:  # Animate under a grid: which variation?
+                offered = variations_on(message.get("blocks") or [], generation_id)
+                if len(offered) > 1:
+                    await reply.tell("Which one should move?", chooser_blocks(generation_id, offered))
+                    return
+                index = offered[0] if offered else 1
+            if kind == "select":
+                await self.select(reply, origin, generation_id, index)
+            else:
+                await self.deliver(reply, await self.submit(origin, kind, generation_id, index))
+
+    async def submit(self, origin: Origin, action: Action, generation_id: str, index: int) -> Submission:
+        studio = self.studio
+        if action in ("vary", "strong"):
+            return await studio.vary(origin, generation_id, index, strong=action == "strong")
+        if action in ("up2", "up4"):
+            return await studio.upscale(origin, generation_id, index, factor=2 if action == "up2" else 4)
+        if action == "animate":
+            return await studio.animate(origin, generation_id, index)
+        if action == "reroll":
+            return await self.reroll(origin, generation_id)
+        raise GenerationRefused(f"this button ({action}) is not one Likeness knows")
+
+    async def reroll(self, origin: Origin, generation_id: str) -> Submission:
+        """The same request again with a new seed (see Studio.reroll)."""
+        return await self.studio.reroll(origin, generation_id)
+
+    async def select(self, reply: Reply, origin: Origin, generation_id: str, index: int) -> None:
+        """U k: variation k on its own, with the buttons for one image."""
+        path = await self.studio.variation(origin, generation_id, index)
+        attachment = await self.studio.upload(path, reply.upload_limit)
+        record = await self.studio.ledger.get(generation_id)
+        kind = record.kind if record else "txt2img"
+        await reply.post_files([attachment], f"<@{reply.user}> variation {index} of `{generation_id}`")
+        blocks = single_blocks(generation_id, index, kind)
+        if blocks:
+            await reply.post(f"What next for `{generation_id}` #{index}?", blocks)
+
+    async def deliver(self, reply: Reply, submission: Submission) -> None:
+        """Progress on the status message while the job runs, then the result (the files with their
+        caption, then the buttons); delivered once Slack has accepted both."""
+        follow = asyncio.create_task(self.follow(reply, submission))
+        try:
+            finished = await self.studio.finish(submission)
+        finally:
+            follow.cancel()
+            await asyncio.wait([follow])
+            if not follow.cancelled() and (error := follow.exception()) is not None:
+                log.warning("progress of %s failed: %r", submission.generation_id, error)
+        attachments = [await self.studio.upload(path, reply.upload_limit) for path in _shown(finished)]
+        await reply.post_files(attachments, result_text(reply.user, finished))
+        blocks = _blocks(finished)
+        if blocks:
+            await reply.post(f"What next for `{finished.generation_id}`?", blocks)
+        await self.studio.delivered(finished.generation_id)
+        await reply.done()
+
+    async def follow(self, reply: Reply, submission: Submission) -> None:
+        """The job's progress on the status message: its first state (the queue) at once, then the latest
+        at most once every `progress_every_s`. Runs until cancelled."""
+        latest = ""
+        changed, first_shown = asyncio.Event(), asyncio.Event()
+
+        async def read() -> None:
+            nonlocal latest
+            async for event in submission.handle.events():
+                if (progress := progress_text(event)) is not None:
+                    latest = status_text(submission, progress)
+                    changed.set()
+                    await first_shown.wait()
+
+        reader = asyncio.create_task(read())
+        try:
+            shown = ""
+            while True:
+                await changed.wait()
+                changed.clear()
+                if latest != shown:
+                    shown = latest
+                    await reply.status(shown)
+                    first_shown.set()
+                    await asyncio.sleep(self.progress_every_s)
+        finally:
+            reader.cancel()
+            await asyncio.wait([reader])
+            if not reader.cancelled() and (error := reader.exception()) is not None:
+                log.warning("progress of %s stopped: %r", submission.generation_id, error)
+
+
+def _shown(finished: Finished) -> tuple[Path, ...]:
+    """What a result posts: the grid of variations, the one upscaled image, or the video (Slack plays an
+    MP4 inline, so its preview stays home)."""
+    if finished.kind in ("txt2img", "vary") and finished.grid is not None:
+        return (finished.grid,)
+    if finished.kind == "animate":
+        return finished.files[:1]
+    return finished.files
+
+
+def _blocks(finished: Finished) -> list[Block]:
+    if finished.kind in ("txt2img", "vary"):
+        return grid_blocks(finished.generation_id, range(1, len(finished.files) + 1))
+    return single_blocks(finished.generation_id, 1, finished.kind)

@@ -1,0 +1,467 @@
+"""A local fake of Slack for the Slack adapter's tests: its Web API (the part Likeness uses) for the real
+slack_sdk client, and signed requests (slash commands, clicks, events) to the bot's HTTP endpoint.
+
+Every Web API call is recorded with its arguments, time and answer. Messages, files, ephemeral messages
+and response_url posts are kept the way a test wants to look at them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+
+TOKEN = "xoxb-likeness-test"
+APP_TOKEN = "xapp-1-likeness-test"
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+BOT_USER = "ULIKENESS"
+TEAMS = ("T0000000001", "T0000000002")
+T = TypeVar("T")
+
+
+@dataclass
+class Call:
+    """One request to the fake: a Web API method, an upload or a response_url post."""
+
+    method: str
+    args: dict[str, Any]
+    at: float
+    status: int = 200
+    answer: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Sent:
+    """A request to the bot and its answer."""
+
+    status: int
+    text: str
+    sent_at: float
+    answered_at: float
+    response_url: str = ""
+
+    def json(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.text) if self.text else {}
+        return value
+
+
+def signature(secret: str, timestamp: int, body: str) -> str:
+    """Slack's v0 signature: HMAC-SHA256 over `v0:{timestamp}:{body}` with the signing secret."""
+    digest = hmac.new(secret.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
+    return f"v0={digest}"
+
+
+class FakeSlack:
+    def __init__(self, *, token: str = TOKEN, signing_secret: str = SIGNING_SECRET) -> None:
+        self.token = token
+        self.signing_secret = signing_secret
+        self.calls: list[Call] = []
+        self.messages: dict[str, dict[str, Any]] = {}  # by ts
+        self.deleted: set[str] = set()
+        self.ephemerals: list[dict[str, Any]] = []
+        self.responses: list[dict[str, Any]] = []  # posts to response_url
+        self.files: dict[str, dict[str, Any]] = {}  # by file id
+        self.not_in: set[str] = set()  # channels the bot may not post in
+        self._rate_limits: dict[str, list[int]] = {}
+        self._failures: dict[str, list[str]] = {}
+        self._serial = itertools.count(1)
+        self.sockets: list[web.WebSocketResponse] = []  # Socket Mode connections
+        self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.port = 0
+
+    # --- the server ---------------------------------------------------------------------------------------
+
+    async def start(self) -> FakeSlack:
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_post("/upload/{file_id}", self._upload)
+        app.router.add_post("/response/{key}", self._response)
+        app.router.add_get("/socket", self._socket)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def close(self) -> None:
+        for socket in list(self.sockets):
+            await socket.close()
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        return f"{self.root}/api/"
+
+    def rate_limit(self, method: str, retry_after: int = 1) -> None:
+        """The next call of `method` meets a 429 with this Retry-After (seconds)."""
+        self._rate_limits.setdefault(method, []).append(retry_after)
+
+    def fail(self, method: str, error: str) -> None:
+        """The next call of `method` is answered `{"ok": false, "error": error}`."""
+        self._failures.setdefault(method, []).append(error)
+
+    def _ts(self) -> str:
+        return f"{int(time.time())}.{next(self._serial):06d}"
+
+    async def _args(self, request: web.Request) -> dict[str, Any]:
+        args: dict[str, Any] = dict(request.query)
+        if request.content_type == "application/json":
+            args.update(await request.json())
+        else:
+            args.update(dict(await request.post()))
+        return args
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args = await self._args(request)
+        call = Call(method, args, time.monotonic())
+        self.calls.append(call)
+        token = APP_TOKEN if method == "apps.connections.open" else self.token
+        if request.headers.get("Authorization") != f"Bearer {token}":
+            call.answer = {"ok": False, "error": "invalid_auth"}
+        elif self._rate_limits.get(method):
+            retry_after = self._rate_limits[method].pop(0)
+            call.status, call.answer = 429, {"ok": False, "error": "ratelimited"}
+            return web.json_response(call.answer, status=429, headers={"Retry-After": str(retry_after)})
+        elif self._failures.get(method):
+            call.answer = {"ok": False, "error": self._failures[method].pop(0)}
+        else:
+            channel = str(args.get("channel") or args.get("channel_id") or "")
+            if channel in self.not_in and method != "auth.test":
+                call.answer = {"ok": False, "error": "not_in_channel"}
+            else:
+                call.answer = self._answer(method, args)
+        return web.json_response(call.answer)
+
+    def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        if method == "auth.test":
+            return {
+                "ok": True,
+                "url": "https://likeness-test.slack.com/",
+                "team": "Likeness test",
+                "user": "likeness",
+                "team_id": TEAMS[0],
+                "user_id": BOT_USER,
+                "bot_id": "BLIKENESS",
+            }
+        if method == "apps.connections.open":
+            return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket"}
+        if method == "chat.postMessage":
+            ts = self._ts()
+            message = {
+                "type": "message",
+                "ts": ts,
+                "channel": args["channel"],
+                "text": args.get("text", ""),
+                "blocks": _listed(args.get("blocks")),
+                "thread_ts": args.get("thread_ts"),
+                "user": BOT_USER,
+                "files": [],
+            }
+            self.messages[ts] = message
+            return {"ok": True, "channel": args["channel"], "ts": ts, "message": message}
+        if method == "chat.update":
+            message = self.messages.get(str(args["ts"]))
+            if message is None or str(args["ts"]) in self.deleted:
+                return {"ok": False, "error": "message_not_found"}
+            message["text"] = args.get("text", message["text"])
+            return {"ok": True, "channel": args["channel"], "ts": args["ts"], "text": message["text"]}
+        if method == "chat.delete":
+            if str(args["ts"]) not in self.messages:
+                return {"ok": False, "error": "message_not_found"}
+            self.deleted.add(str(args["ts"]))
+            return {"ok": True, "channel": args["channel"], "ts": args["ts"]}
+        if method == "chat.postEphemeral":
+            ts = self._ts()
+            self.ephemerals.append(
+                {
+                    "ts": ts,
+                    "channel": args["channel"],
+                    "user": args["user"],
+                    "text": args.get("text", ""),
+                    "blocks": _listed(args.get("blocks")),
+                    "thread_ts": args.get("thread_ts"),
+                }
+            )
+            return {"ok": True, "message_ts": ts}
+        if method == "files.getUploadURLExternal":
+            file_id = f"F{next(self._serial):08d}"
+            self.files[file_id] = {
+                "id": file_id,
+                "name": args["filename"],
+                "length": int(args["length"]),
+                "data": None,
+            }
+            return {"ok": True, "upload_url": f"{self.root}/upload/{file_id}", "file_id": file_id}
+        if method == "files.completeUploadExternal":
+            listed = _listed(args.get("files"))
+            if not listed or any(self.files.get(f["id"], {}).get("data") is None for f in listed):
+                return {"ok": False, "error": "file_not_found"}
+            ts = self._ts()
+            if args.get("channel_id"):
+                self.messages[ts] = {
+                    "type": "message",
+                    "ts": ts,
+                    "channel": args["channel_id"],
+                    "text": args.get("initial_comment", ""),
+                    "blocks": [],
+                    "thread_ts": args.get("thread_ts"),
+                    "user": BOT_USER,
+                    "files": [f["id"] for f in listed],
+                }
+            for f in listed:
+                self.files[f["id"]]["title"] = f.get("title")
+            return {"ok": True, "files": [{"id": f["id"], "title": f.get("title")} for f in listed]}
+        return {"ok": False, "error": "unknown_method"}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"]
+        data = await request.read()
+        self.calls.append(Call("upload", {"file_id": file_id, "length": len(data)}, time.monotonic()))
+        if file_id not in self.files:
+            return web.Response(status=404, text="unknown upload")
+        self.files[file_id]["data"] = data
+        return web.Response(text=f"OK - {len(data)}")
+
+    async def _response(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.calls.append(Call("response", {"key": request.match_info["key"], **body}, time.monotonic()))
+        self.responses.append({"key": request.match_info["key"], **body})
+        return web.Response(text="ok")
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self.sockets.append(socket)
+        await socket.send_json(
+            {"type": "hello", "num_connections": 1, "connection_info": {"app_id": "ALIKENESS"}}
+        )
+        try:
+            async for frame in socket:
+                if frame.type == aiohttp.WSMsgType.TEXT:
+                    answer = json.loads(frame.data)
+                    waiting = self._acks.pop(str(answer.get("envelope_id")), None)
+                    if waiting is not None and not waiting.done():
+                        waiting.set_result(answer)
+        finally:
+            self.sockets.remove(socket)
+        return socket
+
+    async def over_socket(self, kind: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Send a request over Socket Mode (`slash_commands`, `interactive`, `events_api`); its ack."""
+        await self.wait_for(lambda: self.sockets or None, timeout=30)
+        envelope_id = f"envelope-{next(self._serial)}"
+        acked = asyncio.get_running_loop().create_future()
+        self._acks[envelope_id] = acked
+        await self.sockets[-1].send_json(
+            {
+                "envelope_id": envelope_id,
+                "type": kind,
+                "accepts_response_payload": kind != "events_api",
+                "retry_attempt": 0,
+                "retry_reason": "",
+                "payload": dict(payload),
+            }
+        )
+        return await asyncio.wait_for(acked, timeout=10)
+
+    # --- looking ------------------------------------------------------------------------------------------
+
+    def called(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    def in_channel(self, channel: str) -> list[dict[str, Any]]:
+        return [m for ts, m in self.messages.items() if m["channel"] == channel and ts not in self.deleted]
+
+    def file_data(self, message: Mapping[str, Any], which: int = 0) -> bytes:
+        data: bytes = self.files[message["files"][which]]["data"]
+        return data
+
+    async def wait_for(self, predicate: Callable[[], T | None], timeout: float = 60) -> T:
+        deadline = time.monotonic() + timeout
+        while (found := predicate()) is None or found is False:
+            if time.monotonic() > deadline:
+                raise AssertionError("the fake Slack waited in vain")
+            await asyncio.sleep(0.02)
+        return found
+
+    # --- requests to the bot -------------------------------------------------------------------------------
+
+    def headers(
+        self, body: str, *, timestamp: int | None = None, secret: str | None = None
+    ) -> dict[str, str]:
+        stamp = int(time.time()) if timestamp is None else timestamp
+        return {
+            "X-Slack-Request-Timestamp": str(stamp),
+            "X-Slack-Signature": signature(secret or self.signing_secret, stamp, body),
+        }
+
+    async def send(
+        self,
+        url: str,
+        body: str,
+        content_type: str,
+        *,
+        timestamp: int | None = None,
+        secret: str | None = None,
+        response_url: str = "",
+    ) -> Sent:
+        assert self._session is not None
+        headers = {"Content-Type": content_type, **self.headers(body, timestamp=timestamp, secret=secret)}
+        sent_at = time.monotonic()
+        async with self._session.post(url, data=body.encode(), headers=headers) as answer:
+            text = await answer.text()
+            return Sent(answer.status, text, sent_at, time.monotonic(), response_url)
+
+    def _response_url(self) -> str:
+        return f"{self.root}/response/r{next(self._serial)}"
+
+    async def slash(self, url: str, text: str, *, team: str, channel: str, user: str, **signing: Any) -> Sent:
+        form = self.slash_form(text, team=team, channel=channel, user=user)
+        return await self.send(
+            url,
+            urlencode(form),
+            "application/x-www-form-urlencoded",
+            response_url=form["response_url"],
+            **signing,
+        )
+
+    def slash_form(self, text: str, *, team: str, channel: str, user: str) -> dict[str, str]:
+        """What Slack sends for `/portrait text`."""
+        response_url = self._response_url()
+        return {
+            "token": "legacy",
+            "team_id": team,
+            "team_domain": "likeness-test",
+            "channel_id": channel,
+            "channel_name": "portraits",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": "/portrait",
+            "text": text,
+            "api_app_id": "ALIKENESS",
+            "response_url": response_url,
+            "trigger_id": f"trigger.{next(self._serial)}",
+        }
+
+    async def click(
+        self, url: str, message: Mapping[str, Any], action_id: str, *, team: str, user: str, **signing: Any
+    ) -> Sent:
+        """A click on the button `action_id` of a message the bot posted."""
+        payload = self.click_payload(message, action_id, team=team, user=user)
+        body = urlencode({"payload": json.dumps(payload)})
+        return await self.send(
+            url,
+            body,
+            "application/x-www-form-urlencoded",
+            response_url=payload["response_url"],
+            **signing,
+        )
+
+    def click_payload(
+        self, message: Mapping[str, Any], action_id: str, *, team: str, user: str
+    ) -> dict[str, Any]:
+        """What Slack sends for a click on the button `action_id` of a message (block_actions)."""
+        element = next(
+            element
+            for block in message["blocks"]
+            if block["type"] == "actions"
+            for element in block["elements"]
+            if element["action_id"] == action_id
+        )
+        response_url = self._response_url()
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "username": user.lower(), "team_id": team},
+            "api_app_id": "ALIKENESS",
+            "token": "legacy",
+            "container": {
+                "type": "message",
+                "message_ts": message["ts"],
+                "channel_id": message["channel"],
+                "is_ephemeral": False,
+            },
+            "trigger_id": f"trigger.{next(self._serial)}",
+            "team": {"id": team, "domain": "likeness-test"},
+            "channel": {"id": message["channel"], "name": "portraits"},
+            "message": {k: v for k, v in message.items() if k != "channel"},
+            "response_url": response_url,
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": next(
+                        b["block_id"] for b in message["blocks"] if element in b.get("elements", [])
+                    ),
+                    "text": element["text"],
+                    "value": element.get("value", ""),
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+        return payload
+
+    async def event(self, url: str, event: Mapping[str, Any], *, team: str, **signing: Any) -> Sent:
+        envelope = {
+            "token": "legacy",
+            "team_id": team,
+            "api_app_id": "ALIKENESS",
+            "event": dict(event),
+            "type": "event_callback",
+            "event_id": f"Ev{next(self._serial):08d}",
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": team, "user_id": BOT_USER, "is_bot": True}],
+        }
+        return await self.send(url, json.dumps(envelope), "application/json", **signing)
+
+    async def mention(self, url: str, text: str, *, team: str, channel: str, user: str) -> Sent:
+        ts = self._ts()
+        event = {
+            "type": "app_mention",
+            "user": user,
+            "text": f"<@{BOT_USER}> {text}",
+            "ts": ts,
+            "channel": channel,
+            "event_ts": ts,
+            "team": team,
+        }
+        return await self.event(url, event, team=team)
+
+
+def _listed(value: Any) -> list[dict[str, Any]]:
+    """A list argument as it arrives: JSON in a form field, or a list in a JSON body."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        value = json.loads(value)
+    return list(value)
+
+
+def action_ids(message: Mapping[str, Any]) -> list[str]:
+    return [
+        element["action_id"]
+        for block in message.get("blocks") or []
+        if block["type"] == "actions"
+        for element in block["elements"]
+    ]
