@@ -172,3 +172,20 @@ async def test_a_rerun_whose_source_is_gone_says_so(studio: Studio) -> None:
     made.files[0].unlink()
     with pytest.raises(BadFlag, match="made from a source image that is no longer on this deployment"):
         await studio.rerun(ORIGIN, read_recipe(big.files[0]))
+
+
+async def test_reroll_makes_the_same_request_again_with_a_new_seed(studio: Studio) -> None:
+    made = await portrait(studio, "portrait of a fisherman --ar 2:3 --seed 7 --n 2 --no hat --steps 3")
+    again = await studio.reroll(ORIGIN, made.generation_id)
+    assert again.spec.prompt == "portrait of a fisherman" and again.spec.negative == "hat"
+    assert again.spec.recipe is not None and again.spec.recipe.steps == 3
+    assert len(again.spec.recipe.seeds) == 2 and again.spec.recipe.seeds[0] != 7
+    await studio.finish(again)
+    varied = await studio.finish(await studio.vary(ORIGIN, made.generation_id, 1, strong=True))
+    revary = await studio.reroll(ORIGIN, varied.generation_id)
+    assert revary.spec.kind == "vary" and revary.spec.parent is not None
+    assert revary.spec.parent.describe() == f"{made.generation_id} #1"
+    assert revary.spec.recipe is not None and revary.spec.recipe.strength == 0.7
+    await studio.finish(revary)
+    with pytest.raises(GenerationRefused, match="was made in another server"):
+        await studio.reroll(OTHER_SERVER, made.generation_id)
