@@ -1,19 +1,20 @@
-"""The Discord adapter: `/portrait` and the result buttons in, Studio calls out, messages back.
+"""The Discord adapter: `/portrait`, messages that mention the bot and the result buttons in, Studio calls
+out, messages back.
 
-Each interaction becomes one Studio call on behalf of an `Origin` (guild, channel, user). This module and
-its helpers, bot/discord_views.py (the buttons), bot/discord_replies.py (acknowledging, progress, posting)
-and bot/discord_commands.py (/character, /settings, /queue, autocomplete), are the only ones that import
-discord. On start, what the ledger holds open for Discord is finished and posted in its channel (the Courier).
+Each interaction, or message that mentions the bot, becomes one Studio call on behalf of an `Origin` (guild,
+channel, user). This module and its helpers, bot/discord_views.py (the buttons), bot/discord_replies.py
+(acknowledging, progress, posting) and bot/discord_commands.py (/character, /settings, /queue,
+autocomplete), are the only ones that import discord. On start, what the ledger holds open for Discord is
+finished and posted in its channel (the Courier).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import logging
+import re
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,13 +34,15 @@ from bot.discord_replies import (
     TOKEN_LIFETIME_S,
     TOKEN_MARGIN_S,
     Exchange,
+    MessageExchange,
+    Reply,
     files_of,
     fit,
-    progress_text,
 )
 from bot.discord_views import Action, ResultButton, chooser_view, grid_view, single_view, variations_on
 from bot.errors import GenerationRefused, UserError
 from bot.ledger import Generation
+from bot.progress import progress_text
 from bot.studio import Finished, Origin, Studio, Submission
 from jobs.media import DISCORD_FILE_LIMIT
 from jobs.spec import new_id
@@ -50,7 +53,6 @@ log = logging.getLogger(__name__)
 PLATFORM = "discord"
 SUBMITTING_AT_ONCE = 4
 PROGRESS_EVERY_S = 2.0  # at most one status edit this often: Discord rate-limits message edits
-_FRAMEWORK = ("clothing", "environment", "lighting", "camera", "skin")
 # What the bot needs in a channel for what it posts outside interaction responses: results after the
 # interaction's token ran out (15 minutes), replies to the message they belong to, and their files.
 INVITE_PERMISSIONS = discord.Permissions(
@@ -85,8 +87,23 @@ def discord_endpoints(api_base: str, gateway_url: str) -> Iterator[None]:
 
 
 def intents() -> discord.Intents:
-    """Guilds only: slash commands and buttons arrive without any intent, and none privileged is needed."""
-    return discord.Intents(guilds=True)
+    """Guilds, and guild messages for the ones that mention the bot: slash commands and buttons arrive
+    without any intent, and Discord gives a bot the content of messages that mention it without the
+    privileged Message Content intent."""
+    return discord.Intents(guilds=True, guild_messages=True)
+
+
+# A user's or a role's mention as it stands in a message's content: <@ID>, <@!ID> (a nickname), <@&ID>.
+_MENTION = re.compile(r"<@[!&]?[0-9]+>")
+
+
+def mentioned_prompt(content: str, bot_id: int) -> str | None:
+    """The /portrait text of a message that mentions the bot, None where it does not: the content without
+    the bot's mention, and without the mentions of other users and roles (a prompt has no use for their
+    ids; `@name` characters are plain text and stay)."""
+    if re.search(rf"<@!?{bot_id}>", content) is None:
+        return None
+    return " ".join(_MENTION.sub(" ", content).split())
 
 
 def origin_of(interaction: discord.Interaction[Any]) -> Origin:
@@ -126,41 +143,6 @@ def portrait_text(
     parts += ["--fast"] if fast else []
     parts += [f"--no {negative.strip()}"] if negative and negative.strip() else []  # last: it runs to the end
     return " ".join(parts)
-
-
-def _quoted(value: str) -> str:
-    for opening, closing in (('"', '"'), ("'", "'"), ("«", "»")):
-        if opening not in value and closing not in value:
-            return f"{opening}{value}{closing}"
-    return value
-
-
-def reroll_text(request: Mapping[str, Any]) -> str:
-    """The /portrait text of a recorded request, without its seed; GenerationRefused if it cannot be
-    written back exactly."""
-    parts = [str(request["subject"])]
-    for name in _FRAMEWORK:
-        if request.get(name):
-            parts.append(f"--{name} {_quoted(str(request[name]))}")
-    if request.get("negative"):
-        parts.append(f"--no {_quoted(str(request['negative']))}")
-    if request.get("aspect_given"):
-        parts.append(f"--ar {request['aspect']}")
-    flags = {"count": "n", "steps": "steps", "cfg": "cfg", "engine": "engine", "character_weight": "cw"}
-    for name, flag in flags.items():
-        value = request.get(name)
-        if value is not None and not (name == "count" and value == MAX_VARIATIONS):
-            parts.append(f"--{flag} {value:g}" if isinstance(value, float) else f"--{flag} {value}")
-    if request.get("fast"):
-        parts.append("--fast")
-    text = " ".join(parts)
-    again = json.loads(json.dumps(dataclasses.asdict(parse_portrait(text))))
-    ignored = {"seed"} | ({"aspect"} if not request.get("aspect_given") else set())
-    if any(again.get(k) != v for k, v in request.items() if k not in ignored):
-        raise GenerationRefused(
-            "this request cannot be written out again for a reroll; make it with /portrait"
-        )
-    return text
 
 
 class LikenessBot(discord.Client):
@@ -297,7 +279,7 @@ class LikenessBot(discord.Client):
         return Exchange(interaction, lifetime_s=self.token_lifetime_s, margin_s=self.token_margin_s)
 
     @asynccontextmanager
-    async def guarded(self, exchange: Exchange) -> AsyncIterator[None]:
+    async def guarded(self, exchange: Reply) -> AsyncIterator[None]:
         """The one place errors meet users: a UserError's own words; anything else, an apology with an id."""
         task = asyncio.current_task()
         if task is not None:
@@ -308,12 +290,12 @@ class LikenessBot(discord.Client):
             await self._tell(exchange, str(exc))
         except Exception:
             error_id = new_id("e")
-            log.exception("interaction %s failed (error id %s)", exchange.interaction.id, error_id)
+            log.exception("%s failed (error id %s)", exchange.label, error_id)
             await self._tell(exchange, APOLOGY.format(error_id=error_id))
         finally:
             self._working.discard(task)
 
-    async def _tell(self, exchange: Exchange, text: str) -> None:
+    async def _tell(self, exchange: Reply, text: str) -> None:
         try:
             await exchange.tell(text)
         except discord.HTTPException:
@@ -329,6 +311,27 @@ class LikenessBot(discord.Client):
             # the public "thinking…".
             parse_portrait(text)
             await exchange.ack()
+            async with self.submitting(origin):
+                submission = await self.studio.portrait(origin, text)
+            await self.deliver(exchange, submission)
+
+    async def on_message(self, message: discord.Message) -> None:
+        """A message in a server that mentions the bot is a /portrait: its text without the mention. Bots'
+        messages, direct messages and messages that do not mention the bot are left alone."""
+        if message.author.bot or message.guild is None or self.user is None:
+            return
+        text = mentioned_prompt(message.content, self.user.id)
+        if text is None:
+            return
+        exchange = MessageExchange(message)
+        async with self.guarded(exchange):
+            origin = Origin(
+                platform=PLATFORM,
+                server_id=str(message.guild.id),
+                channel_id=str(message.channel.id),
+                user_id=str(message.author.id),
+            )
+            parse_portrait(text)
             async with self.submitting(origin):
                 submission = await self.studio.portrait(origin, text)
             await self.deliver(exchange, submission)
@@ -377,24 +380,8 @@ class LikenessBot(discord.Client):
         raise GenerationRefused(f"this button ({action}) is not one Likeness knows")
 
     async def reroll(self, origin: Origin, generation_id: str) -> Submission:
-        """The same request again with a new seed: a portrait's text, or a vary of the same variation."""
-        await self.studio.variation(origin, generation_id, 1)  # exists, this server's, finished
-        record = await self.studio.ledger.get(generation_id)
-        assert record is not None
-        if record.kind == "vary" and record.parent_id and record.parent_index:
-            asked = record.request.get("vary") or {}
-            return await self.studio.vary(
-                origin,
-                record.parent_id,
-                record.parent_index,
-                strong=bool(asked.get("strong")),
-                remix=asked.get("remix"),
-            )
-        if record.kind == "txt2img" and "subject" in record.request:
-            return await self.studio.portrait(origin, reroll_text(record.request))
-        raise GenerationRefused(
-            f"generation {generation_id} is a {record.kind}; Reroll makes portraits and variations again"
-        )
+        """The same request again with a new seed (see Studio.reroll)."""
+        return await self.studio.reroll(origin, generation_id)
 
     async def select(self, exchange: Exchange, origin: Origin, generation_id: str, index: int) -> None:
         """U k: variation k on its own, with the buttons for one image."""
@@ -405,7 +392,7 @@ class LikenessBot(discord.Client):
         text = f"<@{exchange.user_id}> variation {index} of `{generation_id}`"
         await exchange.post(text, [attachment], single_view(generation_id, index, kind))
 
-    async def deliver(self, exchange: Exchange, submission: Submission) -> None:
+    async def deliver(self, exchange: Reply, submission: Submission) -> None:
         """Progress on the status message while the job runs, then the result; delivered once Discord has
         accepted it."""
         follow = asyncio.create_task(self.follow(exchange, submission))
@@ -421,7 +408,7 @@ class LikenessBot(discord.Client):
         await self.studio.delivered(finished.generation_id)
         await exchange.done(f"`{finished.generation_id}` is done: the result is in the reply.")
 
-    async def follow(self, exchange: Exchange, submission: Submission) -> None:
+    async def follow(self, exchange: Reply, submission: Submission) -> None:
         """The job's progress on the status message: its first state (the queue) at once, then the latest
         at most once every `progress_every_s`. Runs until cancelled."""
         latest = ""

@@ -4,6 +4,8 @@ what went wrong, and keep doing so after the interaction's token has run out.
 Discord wants an acknowledgement within 3 seconds and accepts the interaction's token for 15 minutes after
 it. An acknowledgement that comes too late (10062 Unknown interaction) or work that outlives the token
 goes on as ordinary channel messages that reply to the status message, or to the message clicked.
+
+A message that mentions the bot has no token and no private answers: `MessageExchange` replies to it.
 """
 
 from __future__ import annotations
@@ -12,12 +14,11 @@ import io
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import discord
 
 from bot.studio import Attachment
-from jobs.spec import ProgressEvent
 
 MISSING: Any = discord.utils.MISSING
 
@@ -27,6 +28,7 @@ TOKEN_LIFETIME_S = 15 * 60.0
 # Stop using the token this long before Discord does: a slow upload must not straddle the end.
 TOKEN_MARGIN_S = 60.0
 MESSAGE_LIMIT = 2000  # characters in one Discord message
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes per upload outside boosted servers
 APOLOGY = (
     "Sorry, something went wrong on our side and this request was not done. If it happens again, give the "
     "server's admins this error id: {error_id}"
@@ -42,23 +44,32 @@ def files_of(attachments: Sequence[Attachment]) -> list[discord.File]:
     return [discord.File(io.BytesIO(a.data), filename=a.name) for a in attachments]
 
 
-def progress_text(event: ProgressEvent) -> str | None:
-    """One event as a few words for the status message; None for the events a result replaces."""
-    if event.state == "queued":
-        ahead = event.position or 0
-        return "queued: next up" if ahead == 0 else f"queued: {ahead} ahead of you"
-    if event.state == "step":
-        return f"step {event.step} of {event.total}"
-    return {"started": "starting", "loading": "loading the model", "encoding": "finishing the files"}.get(
-        event.state
-    )
-
-
 def fit(text: str, limit: int = MESSAGE_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 Original = Literal["none", "thinking", "status", "result", "gone"]
+
+
+class Reply(Protocol):
+    """The way back to a requester that a portrait's delivery needs: an interaction's `Exchange`, or a
+    `MessageExchange` for a message that mentions the bot."""
+
+    user_id: int
+    upload_limit: int
+
+    @property
+    def label(self) -> str: ...
+
+    async def status(self, text: str) -> None: ...
+
+    async def post(
+        self, content: str, attachments: Sequence[Attachment] = (), view: discord.ui.View | None = None
+    ) -> discord.Message: ...
+
+    async def done(self, text: str) -> None: ...
+
+    async def tell(self, text: str, view: discord.ui.View | None = None) -> None: ...
 
 
 class Exchange:
@@ -86,6 +97,11 @@ class Exchange:
         channel_id = interaction.channel_id or 0
         self.channel = interaction.client.get_partial_messageable(channel_id, guild_id=interaction.guild_id)
         self._clicked = interaction.message.id if interaction.message else None
+
+    @property
+    def label(self) -> str:
+        """What the logs call it."""
+        return f"interaction {self.interaction.id}"
 
     @property
     def live(self) -> bool:
@@ -231,3 +247,74 @@ class Exchange:
             reference=self._reply_to() or MISSING,
             allowed_mentions=self._mentions(),
         )
+
+
+class MessageExchange:
+    """The way back to a message that mentions the bot: replies to it in its channel. Progress shows on a
+    status reply, edited as it changes and removed once the result (a reply of its own) is posted. Only the
+    author is ever pinged."""
+
+    def __init__(self, message: discord.Message) -> None:
+        self.message = message
+        self.user_id = message.author.id
+        self.upload_limit = message.guild.filesize_limit if message.guild else DEFAULT_UPLOAD_LIMIT
+        self._status: discord.Message | None = None
+
+    @property
+    def label(self) -> str:
+        return f"message {self.message.id}"
+
+    def _mentions(self) -> discord.AllowedMentions:
+        return discord.AllowedMentions(
+            everyone=False, roles=False, users=[discord.Object(self.user_id)], replied_user=True
+        )
+
+    def _reference(self) -> discord.MessageReference:
+        return self.message.to_reference(fail_if_not_exists=False)
+
+    async def status(self, text: str) -> None:
+        """Show progress. Best effort: a status that cannot be shown is logged, and the work goes on."""
+        try:
+            if self._status is not None:
+                self._status = await self._status.edit(content=text)
+            else:
+                self._status = await self.message.channel.send(
+                    text, reference=self._reference(), allowed_mentions=discord.AllowedMentions.none()
+                )
+        except discord.HTTPException:
+            log.warning("%s: could not show progress", self.label, exc_info=True)
+
+    async def post(
+        self, content: str, attachments: Sequence[Attachment] = (), view: discord.ui.View | None = None
+    ) -> discord.Message:
+        """Post a result as a reply (pinging the author); returns it once Discord has accepted it."""
+        return await self.message.channel.send(
+            fit(content),
+            files=files_of(attachments),
+            view=view if view is not None else MISSING,
+            reference=self._reference(),
+            allowed_mentions=self._mentions(),
+        )
+
+    async def done(self, text: str) -> None:
+        """The result is posted: the status reply goes."""
+        await self._drop_status()
+
+    async def tell(self, text: str, view: discord.ui.View | None = None) -> None:
+        """A reply that names the problem; there is no private answer to a message."""
+        await self._drop_status()
+        await self.message.channel.send(
+            fit(f"<@{self.user_id}> {text}"),
+            view=view if view is not None else MISSING,
+            reference=self._reference(),
+            allowed_mentions=self._mentions(),
+        )
+
+    async def _drop_status(self) -> None:
+        status, self._status = self._status, None
+        if status is None:
+            return
+        try:
+            await status.delete()
+        except discord.HTTPException:
+            log.warning("%s: could not remove the status", self.label, exc_info=True)

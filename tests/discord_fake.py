@@ -3,13 +3,16 @@
 It serves one bot application on 127.0.0.1 (aiohttp, a free port) and speaks enough of API v10 for it:
 login (users/@me, oauth2/applications/@me), command sync (bulk overwrite), one gateway session at a time
 (HELLO, IDENTIFY → READY and GUILD_CREATE, heartbeats and their ACK, RESUME → RESUMED), interaction
-callbacks, webhook follow-ups and edits (JSON or multipart with files), channel messages, and a CDN route
-for attachments. Tests act as users: `slash()` and `click()` dispatch INTERACTION_CREATE. Every REST call
-is recorded (method, path, query, JSON payload, files, time, status) for assertions.
+callbacks, webhook follow-ups and edits (JSON or multipart with files), channel messages (replies, edits,
+deletes), and a CDN route for attachments. Tests act as users: `slash()` and `click()` dispatch
+INTERACTION_CREATE, `say()` MESSAGE_CREATE. Every REST call is recorded (method, path, query, JSON payload,
+files, time, status) for assertions.
 
 Discord's rules that matter to a bot are kept: an interaction must be acknowledged within 3 s and only once
 (10062 Unknown interaction, 40060 already acknowledged); its token works for 15 minutes (50027 after);
 the first follow-up after a "thinking" acknowledgement takes that message's place, keeping its visibility.
+Messages reach the bot only with the Guild Messages intent, and their content only with Message Content,
+or where they mention the bot.
 Responses carry `Content-Type: application/json` exactly (discord.py parses nothing else as JSON), and a
 429 carries a `Via` header (without one discord.py takes it for a Cloudflare ban and gives up).
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,6 +55,10 @@ APPLICATION_COMMAND, COMPONENT, AUTOCOMPLETE = 2, 3, 4
 SUB_COMMAND, ATTACHMENT_OPTION = 1, 11
 MANAGE_GUILD = 1 << 5
 MANAGER_PERMISSIONS = str(int(EVERYONE_PERMISSIONS) | MANAGE_GUILD)
+# Gateway intents (https://discord.com/developers/docs/events/gateway#gateway-intents).
+GUILDS_INTENT, GUILD_MESSAGES_INTENT, MESSAGE_CONTENT_INTENT = 1 << 0, 1 << 9, 1 << 15
+_MENTION = re.compile(r"<@!?([0-9]+)>")
+_ROLE_MENTION = re.compile(r"<@&([0-9]+)>")
 
 _counter = itertools.count(1)
 
@@ -382,6 +390,7 @@ class FakeDiscord:
         self.commands: dict[str, dict[str, Any]] = {}  # name → registered command
         self.interactions: dict[str, Interaction] = {}  # by token
         self.identified = 0  # READY payloads sent
+        self.intents: int | None = None  # what the last IDENTIFY asked for
         self.resumed = 0
         self.heartbeats = 0
         self._session: _Session | None = None
@@ -541,6 +550,45 @@ class FakeDiscord:
             refuse_callback=refuse_callback,
         )
 
+    def mention(self, user: dict[str, Any] | None = None) -> str:
+        """How a message's content mentions a user (the bot by default)."""
+        return f"<@{(user or self.bot_user)['id']}>"
+
+    async def say(
+        self,
+        content: str,
+        /,
+        *,
+        guild_id: int | None = None,
+        user: dict[str, Any] | None = None,
+        mentions: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """A user posts a message in a guild's channel (the first guild's by default); returns it as stored.
+        `mentions` defaults to the users whose `<@ID>` is in the content. Like Discord, the bot gets it only
+        with the Guild Messages intent, and its content only with Message Content or when it is mentioned."""
+        session = self._session
+        assert session is not None, "no bot is connected to the gateway"
+        guild = guild_id if guild_id is not None else self.guild_ids[0]
+        channel_id = self.guilds[guild]
+        author = user or user_payload(2_000, "alice")
+        if mentions is None:
+            known = {self.bot_user["id"]: self.bot_user, author["id"]: author}
+            ids = dict.fromkeys(match.group(1) for match in _MENTION.finditer(content))
+            mentions = [known.get(i) or user_payload(int(i), f"user{i}") for i in ids]
+        message = message_payload(snowflake(), channel_id, guild, author, content=content)
+        message["mentions"] = mentions
+        message["mention_roles"] = list(dict.fromkeys(_ROLE_MENTION.findall(content)))
+        message["member"] = {
+            k: v for k, v in member_payload(author).items() if k not in ("user", "permissions")
+        }
+        self.messages[int(message["id"])] = message
+        intents = self.intents or 0
+        if intents & GUILD_MESSAGES_INTENT:
+            mentioned = any(u["id"] == self.bot_user["id"] for u in mentions)
+            seen = content if intents & MESSAGE_CONTENT_INTENT or mentioned else ""
+            await session.send(0, {**message, "content": seen}, "MESSAGE_CREATE")
+        return message
+
     async def reconnect(self) -> None:
         """Ask the connected bot to reconnect (op 7), as Discord does when it moves a session; the bot
         comes back with RESUME."""
@@ -618,6 +666,7 @@ class FakeDiscord:
             if data["token"] != self.token:
                 await session.ws.close(code=4004, message=b"Authentication failed.")
                 return
+            self.intents = int(data.get("intents") or 0)
             session.id = f"session-{snowflake()}"
             ready = ready_payload(self.bot_user, self.guild_ids, session.id, self.gateway_url)
             await session.send(0, ready, "READY")

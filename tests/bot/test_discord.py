@@ -28,10 +28,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from bot.cli_serve import NO_TOKEN, serve_app
-from bot.commands import parse_portrait
-from bot.discord_bot import LikenessBot, discord_endpoints, portrait_text, reroll_text
+from bot.commands import parse_portrait, request_text
+from bot.discord_bot import LikenessBot, discord_endpoints, portrait_text
 from bot.discord_views import CUSTOM_ID
-from bot.errors import GenerationRefused
 from bot.ledger import Generation, Ledger
 from bot.server_settings import ServerSettingsStore
 from bot.studio import Studio
@@ -570,21 +569,21 @@ def test_slash_options_become_the_portrait_grammar() -> None:
         "a painter — at work --environment a \"loft\" with 'old' beams",
     ],
 )
-def test_reroll_text_writes_a_request_back_without_its_seed(text: str) -> None:
+def test_request_text_writes_a_request_back_without_its_seed(text: str) -> None:
     import dataclasses
     import json
 
     request = json.loads(json.dumps(dataclasses.asdict(parse_portrait(text))))
-    again = dataclasses.asdict(parse_portrait(reroll_text(request)))
+    again = dataclasses.asdict(parse_portrait(request_text(request)))
     assert again["seed"] is None
     assert json.loads(json.dumps({**again, "seed": request["seed"]})) == request
 
 
-def test_reroll_text_refuses_what_it_cannot_write_back() -> None:
+def test_request_text_refuses_what_it_cannot_write_back() -> None:
     request = dataclasses_request("a fisherman")
     request["subject"] = "a fisherman --ar 2:3"  # not something the parser could have produced
-    with pytest.raises(GenerationRefused, match="cannot be written out again"):
-        reroll_text(request)
+    with pytest.raises(ValueError, match="cannot be written out again"):
+        request_text(request)
 
 
 def dataclasses_request(text: str) -> dict[str, Any]:
