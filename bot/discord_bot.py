@@ -1,5 +1,5 @@
-"""The Discord adapter: `/portrait`, messages that mention the bot and the result buttons in, Studio calls
-out, messages back.
+"""The Discord adapter: `/portrait`, messages that mention the bot, the result buttons and forms in, Studio
+calls out, messages back.
 
 Each interaction, or message that mentions the bot, becomes one Studio call on behalf of an `Origin` (guild,
 channel, user). This module and its helpers, bot/discord_views.py (the buttons), bot/discord_replies.py
@@ -11,6 +11,7 @@ finished and posted in its channel (the Courier).
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 import weakref
@@ -23,11 +24,20 @@ import aiohttp
 import discord
 import yarl
 from discord import app_commands
+from PIL import Image
 
 from bot.attachments import DISCORD_FILE_HOSTS
 from bot.commands import MAX_PROMPT_CHARS, MAX_SEED, MAX_VARIATIONS, parse_portrait
 from bot.courier import Courier, Outcome, PostFailed
-from bot.discord_commands import COMMANDS, character_choices, engine_choices
+from bot.discord_commands import (
+    COMMANDS,
+    actor_of,
+    answering,
+    character_choices,
+    desk_of,
+    engine_choices,
+    may_create,
+)
 from bot.discord_replies import (
     APOLOGY,
     MISSING,
@@ -39,11 +49,25 @@ from bot.discord_replies import (
     files_of,
     fit,
 )
-from bot.discord_views import Action, ResultButton, chooser_view, grid_view, single_view, variations_on
+from bot.discord_views import (
+    DESCRIPTION_FIELD,
+    NAME_FIELD,
+    SAVE_FORM_ID,
+    Action,
+    ResultButton,
+    SaveButton,
+    chooser_view,
+    form_values,
+    grid_view,
+    save_form,
+    single_view,
+    variations_on,
+)
 from bot.errors import GenerationRefused, UserError
 from bot.ledger import Generation
 from bot.progress import progress_text
 from bot.studio import Finished, Origin, Studio, Submission
+from characters.reference import MAX_BYTES
 from jobs.media import DISCORD_FILE_LIMIT
 from jobs.spec import new_id
 from router.sizes import ASPECT_RATIOS
@@ -191,7 +215,7 @@ class LikenessBot(discord.Client):
 
     async def setup_hook(self) -> None:
         # Buttons are matched by their custom id, not by a view kept in memory: old messages keep working.
-        self.add_dynamic_items(ResultButton)
+        self.add_dynamic_items(ResultButton, SaveButton)
         self.tree.add_command(portrait_command)
         for command in COMMANDS:
             self.tree.add_command(command)
@@ -356,6 +380,58 @@ class LikenessBot(discord.Client):
                     submission = await self.submit(origin, action, generation_id, index)
                 await self.deliver(exchange, submission)
 
+    async def on_save(self, interaction: discord.Interaction[Any], generation_id: str, index: int) -> None:
+        """Save as character: the form asking for a name, once this member may save this image here."""
+        exchange = self.exchange(interaction)
+        async with self.guarded(exchange):
+            await self._savable(interaction, generation_id, index)
+            await interaction.response.send_modal(save_form(generation_id, index))
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """The Save as character form's submissions, matched by custom id (so that forms opened before a
+        restart still work); every other interaction has its own handler."""
+        if interaction.type is not discord.InteractionType.modal_submit:
+            return
+        data: Any = interaction.data or {}
+        match = SAVE_FORM_ID.fullmatch(str(data.get("custom_id") or ""))
+        if match is not None:
+            values = form_values(data.get("components"))
+            await self.on_save_form(interaction, match["generation"], int(match["index"]), values)
+
+    async def on_save_form(
+        self, interaction: discord.Interaction[Any], generation_id: str, index: int, values: dict[str, str]
+    ) -> None:
+        """A character from variation `index` of the generation, named in the form; answered privately.
+        Everything is checked again: the custom id comes from the user's side."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._working.add(task)
+        try:
+            async with answering(interaction) as answer:
+                path = await self._savable(interaction, generation_id, index)
+                photo = await asyncio.to_thread(reference_photo, path)
+                name = values.get(NAME_FIELD, "").strip().removeprefix("@")
+                description = " ".join(values.get(DESCRIPTION_FIELD, "").split())
+                # Consent: the image was made here, at this server's request.
+                actor = actor_of(interaction)
+                desk = desk_of(interaction)
+                character = await desk.create(actor, name, photo, description=description, consent=True)
+                await answer.send(
+                    f"Saved as @{discord.utils.escape_markdown(character.name)}; use it with "
+                    f"`/portrait @{character.name} …`."
+                )
+        finally:
+            self._working.discard(task)
+
+    async def _savable(self, interaction: discord.Interaction[Any], generation_id: str, index: int) -> Path:
+        """The file of the variation to save, once the member may create characters here and the generation
+        is this server's."""
+        origin = origin_of(interaction)
+        actor = actor_of(interaction)
+        desk_of(interaction)
+        await may_create(interaction, actor)
+        return await self.studio.variation(origin, generation_id, index)
+
     @asynccontextmanager
     async def submitting(self, origin: Origin) -> AsyncIterator[None]:
         """A member's submissions one after the other: the Studio checks the limits, then records; two at
@@ -438,6 +514,19 @@ class LikenessBot(discord.Client):
             await asyncio.wait([reader])
             if not reader.cancelled() and (error := reader.exception()) is not None:
                 log.warning("progress of %s stopped: %r", submission.generation_id, error)
+
+
+def reference_photo(path: Path) -> bytes:
+    """A variation's file as a character's reference photo: the PNG itself, or a JPEG of it where the PNG is
+    over the photo limit (a large upscale)."""
+    data = path.read_bytes()
+    if len(data) <= MAX_BYTES:
+        return data
+    with Image.open(io.BytesIO(data)) as image:
+        image.thumbnail((4096, 4096))
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
 
 
 def status_text(submission: Submission, progress: str) -> str:

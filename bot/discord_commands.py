@@ -82,6 +82,17 @@ def settings_store_of(interaction: discord.Interaction[Any]) -> ServerSettingsSt
     return store
 
 
+async def may_create(interaction: discord.Interaction[Any], actor: Actor) -> None:
+    """Refuse unless the server's `character_creators` lets this member create characters."""
+    store = host_of(interaction).studio.server_settings
+    if store is not None and not actor.is_manager:
+        settings = await store.get(actor.platform, actor.server_id)
+        if settings.character_creators == "managers":
+            raise NotAManager(
+                "on this server only its managers (Manage Server) create characters; ask one of them"
+            )
+
+
 class Private:
     """A private answer: "thinking…" at once (only the user sees it), then the answer in its place."""
 
@@ -217,13 +228,7 @@ async def character_create(
     async with answering(interaction) as answer:
         actor = actor_of(interaction)
         desk = desk_of(interaction)
-        store = host_of(interaction).studio.server_settings
-        if store is not None and not actor.is_manager:
-            settings = await store.get(actor.platform, actor.server_id)
-            if settings.character_creators == "managers":
-                raise NotAManager(
-                    "on this server only its managers (Manage Server) create characters; ask one of them"
-                )
+        await may_create(interaction, actor)
         if not consent:
             raise CharacterRefused(
                 "confirm that you may use this person's likeness: run the command again with consent: True"

@@ -4,6 +4,10 @@ and after a restart.
 A custom id reads `likeness:ACTION:GENERATION_ID:INDEX`: the action, the generation it acts on and the
 variation (1–4; 0 where the button is about the whole grid). Nothing in it is secret or trusted: every
 click is checked again by the Studio (the generation must belong to the clicker's server).
+
+Save as character (`likeness:save:GENERATION_ID:INDEX`) answers with a form (a modal) whose custom id,
+`likeness:save-form:GENERATION_ID:INDEX`, carries the same two; its submission is matched by that id in
+LikenessBot.on_interaction (discord.py keeps modals in memory only), so it too survives restarts.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ _SINGLE: tuple[tuple[Action, str, str], ...] = (
     ("strong", "Vary (strong)", "vary"),
     ("animate", "Animate", "animate"),
 )
+
+
+SAVE_ID = re.compile(r"likeness:save:(?P<generation>g_[0-9a-z]{12}):(?P<index>[0-9])")
+SAVE_FORM_ID = re.compile(r"likeness:save-form:(?P<generation>g_[0-9a-z]{12}):(?P<index>[0-9])")
+NAME_FIELD, DESCRIPTION_FIELD = "name", "description"  # the custom ids of the form's text inputs
+MAX_NAME, MAX_DESCRIPTION = 33, 300  # as /character create takes them (a name may start with @)
 
 
 def custom_id(action: Action, generation_id: str, index: int) -> str:
@@ -87,6 +97,81 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUST
         await handler.on_button(interaction, self.action, self.generation_id, self.index)
 
 
+class SaveHandler(Protocol):
+    """The client that answers Save as character (bot.discord_bot.LikenessBot)."""
+
+    async def on_save(
+        self, interaction: discord.Interaction[Any], generation_id: str, index: int
+    ) -> None: ...
+
+
+class SaveButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=SAVE_ID):
+    """Save as character under one image; rebuilt from its custom id on every click."""
+
+    def __init__(self, generation_id: str, index: int, *, row: int | None = None) -> None:
+        button: discord.ui.Button[Any] = discord.ui.Button(
+            label="Save as character", custom_id=f"likeness:save:{generation_id}:{index}"
+        )
+        super().__init__(button, row=row)
+        self.generation_id = generation_id
+        self.index = index
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> SaveButton:
+        return cls(match["generation"], int(match["index"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        handler = cast(SaveHandler, interaction.client)
+        await handler.on_save(interaction, self.generation_id, self.index)
+
+
+def save_form(generation_id: str, index: int) -> discord.ui.Modal:
+    """The form Save as character opens: the character's name and an optional description."""
+    form = discord.ui.Modal(
+        title="Save as character", custom_id=f"likeness:save-form:{generation_id}:{index}", timeout=None
+    )
+    name: discord.ui.TextInput[Any] = discord.ui.TextInput(
+        custom_id=NAME_FIELD, min_length=1, max_length=MAX_NAME, placeholder="mara"
+    )
+    description: discord.ui.TextInput[Any] = discord.ui.TextInput(
+        custom_id=DESCRIPTION_FIELD,
+        required=False,
+        max_length=MAX_DESCRIPTION,
+        placeholder="a woman in her 30s with red hair",
+    )
+    form.add_item(discord.ui.Label(text="Name", description="Used as @name in prompts.", component=name))
+    form.add_item(
+        discord.ui.Label(
+            text="Description (optional)",
+            description="Words added to prompts that use it.",
+            component=description,
+        )
+    )
+    # Not kept in memory: the submission is answered by its custom id (LikenessBot.on_interaction).
+    form.stop()
+    return form
+
+
+def form_values(components: Any) -> dict[str, str]:
+    """The text inputs' values of a submitted form, by custom id, however they are nested (labels, rows)."""
+    values: dict[str, str] = {}
+    if isinstance(components, dict):
+        if isinstance(components.get("custom_id"), str) and isinstance(components.get("value"), str):
+            values[components["custom_id"]] = components["value"]
+        for key in ("component", "components"):
+            values.update(form_values(components.get(key)))
+    elif isinstance(components, list):
+        for component in components:
+            values.update(form_values(component))
+    return values
+
+
 def grid_view(generation_id: str, indexes: Iterable[int]) -> discord.ui.View:
     """Under a grid: U k and V k for each variation, then Reroll and Animate."""
     view = discord.ui.View(timeout=None)
@@ -101,11 +186,14 @@ def grid_view(generation_id: str, indexes: Iterable[int]) -> discord.ui.View:
 
 
 def single_view(generation_id: str, index: int, kind: str) -> discord.ui.View | None:
-    """Under one image: the buttons that may start from a generation of this kind (none for a video)."""
+    """Under one image: the buttons that may start from a generation of this kind, and Save as character
+    (none for a video)."""
     view = discord.ui.View(timeout=None)
     for action, label, needs in _SINGLE:
         if kind in STARTS_FROM[needs]:
             view.add_item(ResultButton(action, generation_id, index, label=label))
+    if kind in STARTS_FROM["select"]:
+        view.add_item(SaveButton(generation_id, index))
     return view if view.children else None
 
 

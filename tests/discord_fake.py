@@ -3,10 +3,10 @@
 It serves one bot application on 127.0.0.1 (aiohttp, a free port) and speaks enough of API v10 for it:
 login (users/@me, oauth2/applications/@me), command sync (bulk overwrite), one gateway session at a time
 (HELLO, IDENTIFY → READY and GUILD_CREATE, heartbeats and their ACK, RESUME → RESUMED), interaction
-callbacks, webhook follow-ups and edits (JSON or multipart with files), channel messages (replies, edits,
-deletes), and a CDN route for attachments. Tests act as users: `slash()` and `click()` dispatch
-INTERACTION_CREATE, `say()` MESSAGE_CREATE. Every REST call is recorded (method, path, query, JSON payload,
-files, time, status) for assertions.
+callbacks (modals among them), webhook follow-ups and edits (JSON or multipart with files), channel
+messages (replies, edits, deletes), and a CDN route for attachments. Tests act as users: `slash()`,
+`click()` and `submit()` (a modal) dispatch INTERACTION_CREATE, `say()` MESSAGE_CREATE. Every REST call is
+recorded (method, path, query, JSON payload, files, time, status) for assertions.
 
 Discord's rules that matter to a bot are kept: an interaction must be acknowledged within 3 s and only once
 (10062 Unknown interaction, 40060 already acknowledged); its token works for 15 minutes (50027 after);
@@ -49,9 +49,11 @@ LOADING = 1 << 7
 DEFAULT, REPLY, CHAT_INPUT_COMMAND = 0, 19, 20
 # Interaction callback types.
 CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE, UPDATE_MESSAGE = 4, 5, 6, 7
-AUTOCOMPLETE_RESULT = 8
+AUTOCOMPLETE_RESULT, MODAL = 8, 9
 # Interaction types, and the option types of a subcommand and an attachment.
-APPLICATION_COMMAND, COMPONENT, AUTOCOMPLETE = 2, 3, 4
+APPLICATION_COMMAND, COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT = 2, 3, 4, 5
+# Component types of a modal: a text input, and the label around it.
+TEXT_INPUT, LABEL = 4, 18
 SUB_COMMAND, ATTACHMENT_OPTION = 1, 11
 MANAGE_GUILD = 1 << 5
 MANAGER_PERMISSIONS = str(int(EVERYONE_PERMISSIONS) | MANAGE_GUILD)
@@ -324,6 +326,7 @@ class Interaction:
     loading: bool = False  # acknowledged with "thinking", nothing in its place yet
     refuse_callback: bool = False  # answer the callback with 10062, as if it came too late
     choices: list[dict[str, Any]] | None = None  # what an autocomplete answered
+    modal: dict[str, Any] | None = None  # the modal it was answered with (custom_id, title, components)
     acked_at: float | None = None  # time.monotonic() when its callback arrived
 
     @property
@@ -548,6 +551,43 @@ class FakeDiscord:
             message=message,
             upload_limit=upload_limit,
             refuse_callback=refuse_callback,
+        )
+
+    async def submit(
+        self,
+        opened: Interaction,
+        values: dict[str, str],
+        *,
+        guild_id: int | None = None,
+        user: dict[str, Any] | None = None,
+        manager: bool = False,
+    ) -> Interaction:
+        """A user fills in and submits the modal that `opened` was answered with: each text input's value by
+        its custom id (those not given stay empty), sent back as Discord does, a label around each input."""
+        modal = opened.modal
+        assert modal is not None, f"interaction {opened.id} was not answered with a modal"
+        inputs = [c for c in _walk(modal.get("components", [])) if c.get("type") == TEXT_INPUT]
+        unknown = set(values) - {c["custom_id"] for c in inputs}
+        assert not unknown, f"the modal has no text input {unknown}"
+        components = [
+            {
+                "type": LABEL,
+                "component": {
+                    "type": TEXT_INPUT,
+                    "custom_id": c["custom_id"],
+                    "value": values.get(c["custom_id"], ""),
+                },
+            }
+            for c in inputs
+        ]
+        data = {"custom_id": modal["custom_id"], "components": components}
+        return await self._dispatch(
+            MODAL_SUBMIT,
+            data,
+            guild_id=guild_id if guild_id is not None else opened.guild_id,
+            user=user or opened.payload.get("member", {}).get("user") or opened.payload.get("user"),
+            message=opened.payload.get("message"),
+            permissions=MANAGER_PERMISSIONS if manager else EVERYONE_PERMISSIONS,
         )
 
     def mention(self, user: dict[str, Any] | None = None) -> str:
@@ -935,6 +975,8 @@ class FakeDiscord:
             )
             interaction.original_id = int(message["id"])
             interaction.loading = kind == DEFERRED_CHANNEL_MESSAGE
+        elif kind == MODAL and interaction.payload["type"] in (APPLICATION_COMMAND, COMPONENT):
+            interaction.modal = data
         elif kind == UPDATE_MESSAGE and interaction.clicked_id is not None:
             message = self._edit(self.messages[interaction.clicked_id], data, call.files)
         elif kind != DEFERRED_UPDATE:
@@ -1050,3 +1092,14 @@ def custom_ids(message: dict[str, Any]) -> list[str]:
         for component in row.get("components", [])
         if "custom_id" in component
     ]
+
+
+def _walk(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every component of a message's or a modal's layout, nested ones (in rows, labels) included."""
+    found: list[dict[str, Any]] = []
+    for component in components:
+        found.append(component)
+        found += _walk(component.get("components", []))
+        if isinstance(component.get("component"), dict):
+            found += _walk([component["component"]])
+    return found

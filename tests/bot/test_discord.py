@@ -287,10 +287,17 @@ async def test_u2_replies_with_the_variation_and_its_buttons(
     async with aiohttp.ClientSession() as session, session.get(attachment["url"]) as cdn:
         assert await cdn.read() == on_disk  # as a client downloads it
     assert custom_ids(u2) == [
-        f"likeness:{action}:{g}:2" for action in ("up2", "up4", "vary", "strong", "animate")
+        f"likeness:{action}:{g}:2" for action in ("up2", "up4", "vary", "strong", "animate", "save")
     ]
     labels = [c["label"] for row in u2["components"] for c in row["components"]]
-    assert labels == ["Upscale 2×", "Upscale 4×", "Vary (subtle)", "Vary (strong)", "Animate"]
+    assert labels == [
+        "Upscale 2×",
+        "Upscale 4×",
+        "Vary (subtle)",
+        "Vary (strong)",
+        "Animate",
+        "Save as character",
+    ]
 
 
 @in_module_loop
@@ -307,7 +314,9 @@ async def test_upscale_2x_on_a_u_message_posts_a_2x_png(
     record = await delivered(running.studio, upscaled)
     assert (record.kind, record.parent_id, record.parent_index) == ("upscale", posted.generation_id, 2)
     # An upscale can be upscaled again or animated; it is varied through the variation it came from.
-    assert custom_ids(message) == [f"likeness:{action}:{upscaled}:1" for action in ("up2", "up4", "animate")]
+    assert custom_ids(message) == [
+        f"likeness:{action}:{upscaled}:1" for action in ("up2", "up4", "animate", "save")
+    ]
 
 
 @in_module_loop

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,17 @@ from characters.store import CharacterStore
 from jobs.queue import LocalQueue
 from jobs.spec import JobResult, JobSpec, ProgressEvent, ResultImage
 from router.catalog import Catalog
-from tests.discord_fake import EPHEMERAL, TOKEN, FakeDiscord, Interaction, snowflake, user_payload
+from tests.discord_fake import (
+    EPHEMERAL,
+    LABEL,
+    MODAL,
+    TOKEN,
+    FakeDiscord,
+    Interaction,
+    custom_ids,
+    snowflake,
+    user_payload,
+)
 
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 
@@ -53,12 +64,24 @@ CAT = jpeg(data.chelsea())
 SMALL_PNG = png()
 
 
+def face_png(size: int = 384) -> bytes:
+    """The astronaut as a generated image would come: a square PNG with one face."""
+    buffer = io.BytesIO()
+    Image.fromarray(data.astronaut()).resize((size, size)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+FACE_PNG = face_png()
+
+
 @dataclass
 class FakeRunner:
-    """The worker without a model: flat PNGs at once, held while `gate` is clear; counts its runs."""
+    """The worker without a model: flat PNGs (or `image`) at once, held while `gate` is clear; counts its
+    runs."""
 
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     runs: list[str] = field(default_factory=list)
+    image: bytes = SMALL_PNG
 
     def __post_init__(self) -> None:
         self.gate.set()
@@ -68,7 +91,7 @@ class FakeRunner:
         self.runs.append(spec.generation_id)
         seeds = spec.recipe.seeds if spec.recipe else (1,)
         images = tuple(
-            ResultImage(index=k, seed=seed, width=64, height=64, png=SMALL_PNG)
+            ResultImage(index=k, seed=seed, width=64, height=64, png=self.image)
             for k, seed in enumerate(seeds, start=1)
         )
         grid = SMALL_PNG if len(images) > 1 else None
@@ -298,6 +321,96 @@ async def test_renaming_someone_elses_character_is_refused(running: Bot, mara: d
     )
     refusal = await answer(fake, typed)
     assert "Renamed" not in refusal["content"] and ALICE["id"] in refusal["content"]
+
+
+# --- Save as character ----------------------------------------------------------------------------------
+
+
+async def single_image(
+    running: Bot, image: bytes, user: dict[str, Any] = ALICE
+) -> tuple[str, dict[str, Any]]:
+    """A one-variation /portrait whose image is `image`, then U1: the generation id and the U1 message."""
+    fake = running.fake
+    running.runner.image = image
+    try:
+        typed = await fake.slash("portrait", guild_id=running.guild, user=user, prompt="a portrait", count=1)
+        grid = await fake.wait_for(lambda: _result(fake, typed))
+    finally:
+        running.runner.image = SMALL_PNG
+    generation_id = re.findall(r"g_[0-9a-z]{12}", grid["content"])[-1]
+    click = await fake.click(int(grid["id"]), f"likeness:select:{generation_id}:1", user=user)
+    return generation_id, await fake.wait_for(lambda: _result(fake, click))
+
+
+async def open_form(running: Bot, message: dict[str, Any], generation_id: str) -> Interaction:
+    """Save as character under a U message: the form that opens."""
+    fake = running.fake
+    click = await fake.click(int(message["id"]), f"likeness:save:{generation_id}:1", user=ALICE)
+    await fake.wait_for(lambda: click.modal)
+    (callback,) = fake.calls_of(click)
+    assert callback.json["type"] == MODAL
+    return click
+
+
+@in_module_loop
+async def test_save_as_character_asks_a_name_and_makes_the_character_here(running: Bot) -> None:
+    fake, desk = running.fake, running.studio.characters
+    assert desk is not None
+    generation_id, message = await single_image(running, FACE_PNG)
+    assert f"likeness:save:{generation_id}:1" in custom_ids(message)
+    opened = await open_form(running, message, generation_id)
+    form = opened.modal or {}
+    assert form["custom_id"] == f"likeness:save-form:{generation_id}:1"
+    labels = form["components"]
+    assert [c["type"] for c in labels] == [LABEL, LABEL]
+    assert [c["component"]["custom_id"] for c in labels] == ["name", "description"]
+    assert not labels[1]["component"].get("required", True) and not labels[1]["component"].get("value")
+    try:
+        saved = await answer(fake, await fake.submit(opened, {"name": "astro"}))
+        assert saved["flags"] & EPHEMERAL
+        assert "Saved as @astro" in saved["content"] and "/portrait @astro" in saved["content"]
+        (astro,) = [c for c in await desk.store.list("discord", str(running.guild)) if c.name == "astro"]
+        assert (astro.owner_id, astro.consent, astro.description) == (ALICE["id"], True, "")
+        again = await answer(fake, await fake.submit(opened, {"name": "ASTRO", "description": "a pilot"}))
+        assert again["flags"] & EPHEMERAL
+        assert "already exists" in again["content"] and "@ASTRO" in again["content"], again["content"]
+    finally:
+        await desk.delete(running.actor(ALICE), "astro")
+
+
+@in_module_loop
+async def test_save_as_character_is_refused_elsewhere_and_for_non_managers(running: Bot) -> None:
+    fake, desk, store = running.fake, running.studio.characters, running.studio.server_settings
+    assert desk is not None and store is not None
+    generation_id, message = await single_image(running, FACE_PNG)
+    save = f"likeness:save:{generation_id}:1"
+    click = await fake.click(int(message["id"]), save, guild_id=running.other_guild, user=BOB)
+    refusal = await answer(fake, click)
+    assert "another server" in refusal["content"] and click.modal is None
+    opened = await open_form(running, message, generation_id)
+    forged = await fake.submit(opened, {"name": "astro"}, guild_id=running.other_guild, user=BOB)
+    assert "another server" in (await answer(fake, forged))["content"]
+    assert "astro" not in [c.name for c in await desk.store.list("discord", str(running.other_guild))]
+    await store.update("discord", str(running.guild), character_creators="managers")
+    try:
+        click = await fake.click(int(message["id"]), save, user=BOB)
+        assert "only its managers" in (await answer(fake, click))["content"] and click.modal is None
+        late = await fake.submit(opened, {"name": "astro"}, user=BOB)
+        assert "only its managers" in (await answer(fake, late))["content"]
+    finally:
+        await store.update("discord", str(running.guild), character_creators="everyone")
+    assert "astro" not in [c.name for c in await desk.store.list("discord", str(running.guild))]
+
+
+@in_module_loop
+async def test_save_as_character_of_an_image_without_a_face_is_refused(running: Bot) -> None:
+    fake, desk = running.fake, running.studio.characters
+    assert desk is not None
+    generation_id, message = await single_image(running, SMALL_PNG)
+    opened = await open_form(running, message, generation_id)
+    refusal = await answer(fake, await fake.submit(opened, {"name": "flat"}))
+    assert refusal["flags"] & EPHEMERAL and "face" in refusal["content"], refusal["content"]
+    assert "flat" not in [c.name for c in await desk.store.list("discord", str(running.guild))]
 
 
 # --- autocomplete ----------------------------------------------------------------------------------------
