@@ -524,6 +524,27 @@ class Studio:
             f"generation {generation_id} is a {record.kind}; Reroll makes portraits and variations again"
         )
 
+    async def cancel(self, origin: Origin, generation_id: str, *, is_manager: bool = False) -> None:
+        """Take a request off the queue before a worker starts it: by its requester or a server manager.
+        It is then recorded as failed ("cancelled by …"), and whoever waits on it gets that result."""
+        record = await self._record(generation_id)
+        if (record.platform, record.server_id) != (origin.platform, origin.server_id):
+            raise GenerationRefused(f"generation {generation_id} was made in another server")
+        if record.user_id != origin.user_id and not is_manager:
+            raise GenerationRefused(
+                f"only the requester of {generation_id} or a server manager can cancel it"
+            )
+        if record.status not in ("recorded", "queued"):
+            raise GenerationRefused(
+                f"generation {generation_id} is {record.status}; only a queued one can be cancelled"
+            )
+        reason = f"cancelled by {origin.user_id}"
+        if record.status == "queued" and not await self.queue.cancel(record.job_id, record.queue, reason):
+            raise GenerationRefused(
+                f"generation {generation_id} is already running; it cannot be stopped now"
+            )
+        await self.ledger.set_status(generation_id, "failed", error=reason)
+
     async def _record(self, generation_id: str) -> Generation:
         record = await self.ledger.get(generation_id)
         if record is None:

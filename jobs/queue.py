@@ -22,6 +22,13 @@ from jobs.spec import JobResult, JobSpec, ProgressEvent, pack, unpack
 log = logging.getLogger(__name__)
 
 ARQ_FUNCTION = "run_job"
+# KEYS: the job's in-progress lock, its queue, its data; ARGV: its id. 1 when it was taken off the queue.
+_CANCEL_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[3])
+return 1
+"""
 # Less than arq's expires_extra_ms (a day): arq keeps a job until its score plus that margin.
 FAST_LANE_MS = 3600 * 1000
 EVENTS_KEY = "likeness:events:"
@@ -57,6 +64,11 @@ class Queue(Protocol):
 
     async def live_profiles(self) -> frozenset[str] | None:
         """The profiles some live worker serves now; None when every profile is served (in process)."""
+        ...
+
+    async def cancel(self, job_id: str, queue_name: str, reason: str) -> bool:
+        """Take a job off its queue if no worker has started it; whoever waits on it gets a failed result
+        with `reason`. False when it is running, done, or unknown."""
         ...
 
     async def close(self) -> None: ...
@@ -108,6 +120,8 @@ class LocalQueue:
         self._order = itertools.count()
         self._fast_waiting = 0
         self._handles: dict[str, _LocalHandle] = {}
+        self._started: set[str] = set()
+        self._cancelled: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, spec: JobSpec, queue_name: str, *, fast: bool = False) -> JobHandle:
@@ -130,10 +144,23 @@ class LocalQueue:
     async def live_profiles(self) -> frozenset[str] | None:
         return None
 
+    async def cancel(self, job_id: str, queue_name: str, reason: str) -> bool:
+        handle = self._handles.get(job_id)
+        if handle is None or job_id in self._started or job_id in self._cancelled:
+            return False
+        self._cancelled.add(job_id)  # skipped when its turn comes
+        handle.finish(JobResult(job_id=job_id, generation_id="", ok=False, error=reason))
+        return True
+
     async def _work(self) -> None:
         while True:
             lane, _order, spec, handle = await self._pending.get()
             self._fast_waiting -= lane == 0
+            if spec.job_id in self._cancelled:
+                self._cancelled.discard(spec.job_id)
+                self._handles.pop(spec.job_id, None)
+                continue
+            self._started.add(spec.job_id)
             try:
                 result = await self._runner(spec, handle.emit)
             except Exception as exc:  # the runner reports failures itself; this is a last resort
@@ -146,6 +173,7 @@ class LocalQueue:
                 )
             handle.finish(result)
             self._handles.pop(spec.job_id, None)
+            self._started.discard(spec.job_id)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -307,6 +335,24 @@ class ArqQueue:
     async def live_profiles(self) -> frozenset[str] | None:
         beats = await live_workers(self.redis)
         return frozenset(name for beat in beats if not beat.paused for name in beat.profiles)
+
+    async def cancel(self, job_id: str, queue_name: str, reason: str) -> bool:
+        """Take the job off the queue unless a worker holds it, in one atomic step (a Lua script): a
+        worker that started it holds its in-progress lock; one that reads it after finds neither its
+        place in the queue nor its data. Its result is stored as arq would, and the end event wakes
+        whoever waits."""
+        from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+
+        removed = await self.redis.eval(
+            _CANCEL_SCRIPT, 3, in_progress_key_prefix + job_id, queue_name, job_key_prefix + job_id, job_id
+        )
+        if not removed:
+            return False
+        failed = JobResult(job_id=job_id, generation_id="", ok=False, error=reason)
+        record = {"s": True, "r": failed.model_dump(), "t": 1, "f": ARQ_FUNCTION, "a": [], "k": {}}
+        await self.redis.set(result_key_prefix + job_id, pack(record), ex=24 * 3600)
+        await publish_event(self.redis, ProgressEvent(job_id=job_id, state="failed", message=reason))
+        return True
 
     async def finished_result(self, job_id: str) -> JobResult | None:
         from arq.constants import result_key_prefix

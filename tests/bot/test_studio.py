@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import BadFlag, BadPrompt, JobFailed, JobTimedOut, UnknownProfile
+from bot.errors import BadFlag, BadPrompt, GenerationRefused, JobFailed, JobTimedOut, UnknownProfile
 from bot.ledger import Ledger
 from bot.studio import Origin, Studio
 from jobs.fleet import WorkerBeat, publish_beat
@@ -224,4 +224,41 @@ async def test_fast_requests_take_the_priority_lane(tmp_path: Path, tiny_catalog
     await studio.portrait(ORIGIN, "a portrait --fast")
     await studio.portrait(ORIGIN, "a portrait")
     assert lanes == [True, False]
+    await queue.close()
+
+
+async def test_a_queued_request_is_cancelled_by_its_requester_or_a_manager(
+    tmp_path: Path, tiny_catalog: Catalog
+) -> None:
+    gate = asyncio.Event()
+
+    async def slow(spec: JobSpec, progress: object) -> JobResult:
+        await gate.wait()
+        return JobResult(job_id=spec.job_id, generation_id=spec.generation_id, ok=True)
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    await ledger.open()
+    queue = LocalQueue(slow)
+    studio = Studio(ledger=ledger, catalog=tiny_catalog, queue=queue, generations_dir=tmp_path / "g")
+    running = await studio.portrait(ORIGIN, "a portrait")
+    waiting = await studio.portrait(ORIGIN, "a portrait")
+    other = await studio.portrait(ORIGIN, "a portrait")
+    await asyncio.sleep(0.05)  # the first one starts
+    stranger = Origin(platform="cli", server_id="s1", channel_id="c1", user_id="u2")
+    with pytest.raises(GenerationRefused, match=r"only the requester of .* or a server manager can cancel it"):
+        await studio.cancel(stranger, waiting.generation_id)
+    with pytest.raises(GenerationRefused, match="was made in another server"):
+        await studio.cancel(Origin("cli", "s2", "c", "u1"), waiting.generation_id)
+    with pytest.raises(GenerationRefused, match="is already running; it cannot be stopped now"):
+        await studio.cancel(ORIGIN, running.generation_id)
+    await studio.cancel(ORIGIN, waiting.generation_id)
+    await studio.cancel(stranger, other.generation_id, is_manager=True)
+    with pytest.raises(JobFailed, match="cancelled by u1"):
+        await studio.finish(waiting)
+    stored = await ledger.get(waiting.generation_id)
+    assert stored is not None and (stored.status, stored.error) == ("failed", "cancelled by u1")
+    with pytest.raises(GenerationRefused, match="is failed; only a queued one can be cancelled"):
+        await studio.cancel(ORIGIN, waiting.generation_id)
+    gate.set()
+    await studio.finish(running)
     await queue.close()

@@ -152,3 +152,29 @@ async def test_fast_jobs_go_ahead_of_normal_ones(queue_and_runner: tuple[Queue, 
         assert (await handle.result(timeout=20)).ok
     order = [first.job_id, *(h.job_id for h in fast), *(h.job_id for h in normal)]
     assert runner.calls == order
+
+
+async def test_a_queued_job_can_be_cancelled_and_a_running_one_cannot(
+    queue_and_runner: tuple[Queue, EchoRunner],
+) -> None:
+    queue, runner = queue_and_runner
+    runner.delay = 0.2  # the first job runs about a second: the second waits behind it
+    running = await queue.submit(make_spec(prompt="first", steps=5), QUEUE)
+    waiting = await queue.submit(make_spec(prompt="second"), QUEUE)
+    async with asyncio.timeout(20):
+        async for event in running.events():
+            if event.state == "step":
+                break
+    first_id = runner.calls[0]
+    assert not await queue.cancel(first_id, QUEUE, "cancelled by u1")  # already running
+    assert not await queue.cancel("j_unknown", QUEUE, "cancelled by u1")
+    second_id = waiting.job_id
+    assert await queue.cancel(second_id, QUEUE, "cancelled by u1")
+    assert not await queue.cancel(second_id, QUEUE, "cancelled by u1")  # only once
+    result = await waiting.result(timeout=10)
+    assert (result.ok, result.error) == (False, "cancelled by u1")
+    events = [event async for event in waiting.events()]
+    assert events[-1].state == "failed"
+    assert (await running.result(timeout=20)).ok
+    await asyncio.sleep(0.3)
+    assert runner.calls == [first_id]  # the cancelled job never ran
