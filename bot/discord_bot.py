@@ -11,9 +11,11 @@ finished and posted in its channel (the Courier).
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import re
+import unicodedata
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -54,6 +56,7 @@ from bot.discord_views import (
     NAME_FIELD,
     SAVE_FORM_ID,
     Action,
+    CancelButton,
     ResultButton,
     SaveButton,
     chooser_view,
@@ -63,7 +66,7 @@ from bot.discord_views import (
     single_view,
     variations_on,
 )
-from bot.errors import GenerationRefused, UserError
+from bot.errors import BadFlag, GenerationRefused, UserError
 from bot.ledger import Generation
 from bot.progress import progress_text
 from bot.studio import Finished, Origin, Studio, Submission
@@ -144,6 +147,25 @@ def origin_of(interaction: discord.Interaction[Any]) -> Origin:
     )
 
 
+# The framework options of /portrait, in the order the prompt joins them (PortraitRequest.prompt).
+FRAMEWORK = ("clothing", "environment", "lighting", "camera", "skin")
+# An opening quote and the characters that, followed by a space, would close it (bot.commands reads them so).
+_QUOTES = (('"', '"“”„‟'), ("'", "'‘’‚‛"), ("«", "»"))
+
+
+def quoted(flag: str, value: str) -> str:
+    """A free-text option as one quoted flag value: whatever it holds (--flags, quotes) stays its text."""
+    # As bot.commands reads it: control and format characters out, whitespace runs one space.
+    value = " ".join("".join(c for c in value if unicodedata.category(c) not in ("Cc", "Cf", "Cs")).split())
+    for opening, closers in _QUOTES:
+        if not any(value[i] in closers and value[i + 1] == " " for i in range(len(value) - 1)):
+            return f"{opening}{value}{opening if opening != '«' else '»'}"
+    raise BadFlag(
+        f"the {flag} option has every kind of quote mark followed by a space, so it cannot be read as one "
+        "value; leave some out."
+    )
+
+
 def portrait_text(
     prompt: str,
     *,
@@ -154,8 +176,10 @@ def portrait_text(
     fast: bool = False,
     character: str | None = None,
     engine: str | None = None,
+    framework: dict[str, str | None] | None = None,
 ) -> str:
-    """The slash command's options in the /portrait grammar the Studio parses."""
+    """The slash command's options in the /portrait grammar the Studio parses. `framework`: the free-text
+    options clothing, environment, lighting, camera and skin, each as a quoted flag."""
     parts = [prompt.strip()]
     name = (character or "").strip().lstrip("@")
     if name and f"@{name}".casefold() not in prompt.casefold():
@@ -165,6 +189,9 @@ def portrait_text(
     parts += [f"--seed {seed}"] if seed is not None else []
     parts += [f"--n {count}"] if count is not None else []
     parts += ["--fast"] if fast else []
+    for flag in FRAMEWORK:
+        value = (framework or {}).get(flag)
+        parts += [f"--{flag} {quoted(flag, value)}"] if value and value.strip() else []
     parts += [f"--no {negative.strip()}"] if negative and negative.strip() else []  # last: it runs to the end
     return " ".join(parts)
 
@@ -215,7 +242,7 @@ class LikenessBot(discord.Client):
 
     async def setup_hook(self) -> None:
         # Buttons are matched by their custom id, not by a view kept in memory: old messages keep working.
-        self.add_dynamic_items(ResultButton, SaveButton)
+        self.add_dynamic_items(ResultButton, SaveButton, CancelButton)
         self.tree.add_command(portrait_command)
         for command in COMMANDS:
             self.tree.add_command(command)
@@ -327,10 +354,12 @@ class LikenessBot(discord.Client):
 
     # --- what users do -----------------------------------------------------------------------------------
 
-    async def on_portrait(self, interaction: discord.Interaction[Any], text: str) -> None:
+    async def on_portrait(self, interaction: discord.Interaction[Any], text: str | Callable[[], str]) -> None:
+        """`text`: the /portrait text, or what builds it from the command's options (it may refuse them)."""
         exchange = self.exchange(interaction)
         async with self.guarded(exchange):
             origin = origin_of(interaction)
+            text = text if isinstance(text, str) else text()
             # Parsing is pure and takes microseconds: bad flags are answered at once and privately, before
             # the public "thinking…".
             parse_portrait(text)
@@ -420,6 +449,21 @@ class LikenessBot(discord.Client):
                     f"Saved as @{discord.utils.escape_markdown(character.name)}; use it with "
                     f"`/portrait @{character.name} …`."
                 )
+        finally:
+            self._working.discard(task)
+
+    async def on_cancel(self, interaction: discord.Interaction[Any], generation_id: str) -> None:
+        """Cancel under /queue: the request taken off the queue, if no worker has started it; answered
+        privately. The Studio checks the server, the requester (or Manage Server) and the state."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._working.add(task)
+        try:
+            async with answering(interaction) as answer:
+                origin = origin_of(interaction)
+                manager = interaction.permissions.manage_guild
+                await self.studio.cancel(origin, generation_id, is_manager=manager)
+                await answer.send(f"cancelled `{generation_id}`")
         finally:
             self._working.discard(task)
 
@@ -569,6 +613,11 @@ def _view(finished: Finished) -> discord.ui.View | None:
     fast="The priority lane, at half the steps (within the server's allowance).",
     character="One of this server's characters (as @name in the prompt).",
     engine="The engine to use instead of the one routing picks.",
+    clothing="What they wear (e.g. charcoal wool coat); the same as --clothing.",
+    environment="Where they are (e.g. rain-soaked neon alley); the same as --environment.",
+    lighting="The light (e.g. soft window light); the same as --lighting.",
+    camera="Lens and framing (e.g. 85mm lens, shallow depth of field); the same as --camera.",
+    skin="Skin detail (e.g. visible pores, light freckles); the same as --skin.",
 )
 @app_commands.choices(ar=[app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_RATIOS])
 @app_commands.autocomplete(character=character_choices, engine=engine_choices)
@@ -582,8 +631,14 @@ async def portrait_command(
     fast: bool = False,
     character: app_commands.Range[str, 1, 33] | None = None,
     engine: app_commands.Range[str, 1, 64] | None = None,
+    clothing: app_commands.Range[str, 1, 200] | None = None,
+    environment: app_commands.Range[str, 1, 200] | None = None,
+    lighting: app_commands.Range[str, 1, 200] | None = None,
+    camera: app_commands.Range[str, 1, 200] | None = None,
+    skin: app_commands.Range[str, 1, 200] | None = None,
 ) -> None:
-    text = portrait_text(
+    text = functools.partial(
+        portrait_text,
         prompt,
         ar=ar.value if ar else None,
         seed=seed,
@@ -592,5 +647,12 @@ async def portrait_command(
         fast=fast,
         character=character,
         engine=engine,
+        framework={
+            "clothing": clothing,
+            "environment": environment,
+            "lighting": lighting,
+            "camera": camera,
+            "skin": skin,
+        },
     )
     await interaction.client.on_portrait(interaction, text)

@@ -1,4 +1,5 @@
-"""The Discord commands besides /portrait: `/character …`, `/settings`, `/queue`, and the autocompletes.
+"""The Discord commands besides /portrait: `/character …`, `/settings`, `/queue`, `/route`, and the
+autocompletes.
 
 Each command is one call to a platform-free piece (CharacterDesk, ServerSettingsStore, the ledger) on behalf
 of an Actor: the guild, the user, and whether they may manage the guild (Discord's Manage Server
@@ -21,11 +22,13 @@ from discord import app_commands
 
 from bot.attachments import fetch_attachment
 from bot.character_desk import Actor, CharacterDesk, CharacterRefused
+from bot.commands import MAX_PROMPT_CHARS
 from bot.discord_replies import APOLOGY, MISSING, fit
+from bot.discord_views import cancel_view
 from bot.errors import UserError
 from bot.ledger import Generation
 from bot.server_settings import SETTING_NAMES, BadSetting, ServerSettingsStore
-from bot.studio import Studio
+from bot.studio import Studio, plan_portrait
 from characters.reference import MAX_BYTES
 from characters.store import Character
 from jobs.spec import new_id
@@ -103,17 +106,20 @@ class Private:
         if not self.interaction.response.is_done():
             await self.interaction.response.defer(ephemeral=True, thinking=True)
 
-    async def send(self, text: str, file: tuple[str, bytes] | None = None) -> None:
+    async def send(
+        self, text: str, file: tuple[str, bytes] | None = None, view: discord.ui.View | None = None
+    ) -> None:
         attached = discord.File(io.BytesIO(file[1]), filename=file[0]) if file else MISSING
+        buttons = view if view is not None else MISSING
         text = fit(text)
         mentions = discord.AllowedMentions.none()
         if self.interaction.response.is_done():
             await self.interaction.followup.send(
-                text, ephemeral=True, file=attached, allowed_mentions=mentions, wait=True
+                text, ephemeral=True, file=attached, view=buttons, allowed_mentions=mentions, wait=True
             )
         else:
             await self.interaction.response.send_message(
-                text, ephemeral=True, file=attached, allowed_mentions=mentions
+                text, ephemeral=True, file=attached, view=buttons, allowed_mentions=mentions
             )
 
 
@@ -420,18 +426,26 @@ async def settings_command(
 _STATES = {"recorded": "recorded", "queued": "queued", "running": "running", "finished": "finished, posting"}
 
 
+WAITING = ("recorded", "queued")  # what Cancel may still take off the queue
+
+
 async def queue_lines(studio: Studio, actor: Actor, now: float) -> list[str]:
     """One line per open generation of this member in this server: its state, position and ETA."""
+    return [line for _, line in await open_requests(studio, actor, now)]
+
+
+async def open_requests(studio: Studio, actor: Actor, now: float) -> list[tuple[Generation, str]]:
+    """The open generations of this member in this server, each with its line: state, position and ETA."""
     everyone = await studio.ledger.open_generations()
     mine = [
         g
         for g in everyone
         if (g.platform, g.server_id, g.user_id) == (actor.platform, actor.server_id, actor.user_id)
     ]
-    lines = []
+    lines: list[tuple[Generation, str]] = []
     for generation in mine:
         line = f"`{generation.id}` · {generation.kind} · {_STATES.get(generation.status, generation.status)}"
-        if generation.status in ("recorded", "queued"):
+        if generation.status in WAITING:
             ahead = _ahead(everyone, generation)
             line += " · next up" if ahead == 0 else f" · {ahead} ahead"
             status = await studio.queue.status(generation.queue, _profile(generation))
@@ -441,7 +455,7 @@ async def queue_lines(studio: Studio, actor: Actor, now: float) -> list[str]:
             if status.workers == 0:
                 line += f" · no worker serves {_profile(generation)} right now"
         line += f" · asked {_ago(now - generation.created_at)} ago"
-        lines.append(line)
+        lines.append((generation, line))
     return lines
 
 
@@ -475,15 +489,50 @@ def _ago(seconds: float) -> str:
 async def queue_command(interaction: discord.Interaction[Any]) -> None:
     async with answering(interaction) as answer:
         actor = actor_of(interaction)
-        lines = await queue_lines(host_of(interaction).studio, actor, time.time())
-        if not lines:
+        requests = await open_requests(host_of(interaction).studio, actor, time.time())
+        if not requests:
             await answer.send("Nothing of yours is waiting or running in this server.")
             return
-        await answer.send(f"Your {len(lines)} open request(s):\n" + "\n".join(lines))
+        lines = [line for _, line in requests]
+        # A Cancel button for each request no worker has started yet (a running one cannot be stopped).
+        waiting = [generation.id for generation, _ in requests if generation.status in WAITING]
+        await answer.send(
+            f"Your {len(lines)} open request(s):\n" + "\n".join(lines), view=cancel_view(waiting)
+        )
+
+
+# --- /route ----------------------------------------------------------------------------------------------
+
+
+def route_text(text: str, studio: Studio) -> str:
+    """Where a /portrait text would go and why (as `likeness route` prints it); raises UserError."""
+    _, chosen = plan_portrait(text, studio.catalog)
+    params = chosen.params
+    size = f"{params.width}×{params.height}"
+    lines = [
+        f"**{chosen.profile.name}** · {size}, {params.steps} steps, cfg {params.cfg:g}",
+        *(f"· {discord.utils.escape_markdown(reason)}" for reason in chosen.reasons),
+        "-# Nothing was generated: use /portrait with the same text to make it.",
+    ]
+    return "\n".join(lines)
+
+
+@app_commands.command(
+    name="route", description="Where a /portrait prompt would go, and why; nothing is made."
+)
+@app_commands.guild_only()
+@app_commands.describe(prompt="The /portrait text, --flags included (e.g. a fisherman --ar 2:3).")
+async def route_command(
+    interaction: discord.Interaction[Any], prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS]
+) -> None:
+    async with answering(interaction) as answer:
+        actor_of(interaction)
+        await answer.send(route_text(prompt, host_of(interaction).studio))
 
 
 COMMANDS: tuple[app_commands.Command[Any, Any, Any] | app_commands.Group, ...] = (
     character_group,
     settings_command,
     queue_command,
+    route_command,
 )

@@ -8,6 +8,9 @@ click is checked again by the Studio (the generation must belong to the clicker'
 Save as character (`likeness:save:GENERATION_ID:INDEX`) answers with a form (a modal) whose custom id,
 `likeness:save-form:GENERATION_ID:INDEX`, carries the same two; its submission is matched by that id in
 LikenessBot.on_interaction (discord.py keeps modals in memory only), so it too survives restarts.
+
+Cancel (`likeness:cancel:GENERATION_ID:0`) sits under the private /queue list, one per request still waiting;
+it too is checked again by the Studio (the clicker's server, the requester or a manager, still queued).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ _SINGLE: tuple[tuple[Action, str, str], ...] = (
 
 
 SAVE_ID = re.compile(r"likeness:save:(?P<generation>g_[0-9a-z]{12}):(?P<index>[0-9])")
+CANCEL_ID = re.compile(r"likeness:cancel:(?P<generation>g_[0-9a-z]{12}):0")
 SAVE_FORM_ID = re.compile(r"likeness:save-form:(?P<generation>g_[0-9a-z]{12}):(?P<index>[0-9])")
 NAME_FIELD, DESCRIPTION_FIELD = "name", "description"  # the custom ids of the form's text inputs
 MAX_NAME, MAX_DESCRIPTION = 33, 300  # as /character create takes them (a name may start with @)
@@ -129,6 +133,50 @@ class SaveButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=SAVE_I
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         handler = cast(SaveHandler, interaction.client)
         await handler.on_save(interaction, self.generation_id, self.index)
+
+
+class CancelHandler(Protocol):
+    """The client that cancels a waiting request (bot.discord_bot.LikenessBot)."""
+
+    async def on_cancel(self, interaction: discord.Interaction[Any], generation_id: str) -> None: ...
+
+
+class CancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CANCEL_ID):
+    """Cancel one waiting request, under the /queue list; rebuilt from its custom id on every click."""
+
+    def __init__(self, generation_id: str, *, row: int | None = None) -> None:
+        button: discord.ui.Button[Any] = discord.ui.Button(
+            label=f"Cancel {generation_id}",
+            style=discord.ButtonStyle.danger,
+            custom_id=f"likeness:cancel:{generation_id}:0",
+        )
+        super().__init__(button, row=row)
+        self.generation_id = generation_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> CancelButton:
+        return cls(match["generation"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        handler = cast(CancelHandler, interaction.client)
+        await handler.on_cancel(interaction, self.generation_id)
+
+
+MAX_BUTTONS = 25  # five rows of five: the most one message carries
+
+
+def cancel_view(generation_ids: Iterable[str]) -> discord.ui.View | None:
+    """A Cancel button for each of these requests (the first 25); None for none."""
+    view = discord.ui.View(timeout=None)
+    for generation_id in list(generation_ids)[:MAX_BUTTONS]:
+        view.add_item(CancelButton(generation_id))
+    return view if view.children else None
 
 
 def save_form(generation_id: str, index: int) -> discord.ui.Modal:

@@ -537,8 +537,10 @@ class FakeDiscord:
         user: dict[str, Any] | None = None,
         upload_limit: int = DEFAULT_UPLOAD_LIMIT,
         refuse_callback: bool = False,
+        manager: bool = False,
     ) -> Interaction:
-        """A user clicks a button of a message (the button must be on it)."""
+        """A user clicks a button of a message (the button must be on it). `manager`: the user has Manage
+        Server."""
         message = self.messages[message_id]
         assert custom_id in custom_ids(message), f"no button {custom_id} on message {message_id}"
         data = {"custom_id": custom_id, "component_type": 2}
@@ -551,6 +553,7 @@ class FakeDiscord:
             message=message,
             upload_limit=upload_limit,
             refuse_callback=refuse_callback,
+            permissions=MANAGER_PERMISSIONS if manager else EVERYONE_PERMISSIONS,
         )
 
     async def submit(

@@ -31,6 +31,7 @@ from bot.cli_serve import NO_TOKEN, serve_app
 from bot.commands import parse_portrait, request_text
 from bot.discord_bot import LikenessBot, discord_endpoints, portrait_text
 from bot.discord_views import CUSTOM_ID
+from bot.errors import BadFlag
 from bot.ledger import Generation, Ledger
 from bot.server_settings import ServerSettingsStore
 from bot.studio import Studio
@@ -567,6 +568,27 @@ def test_slash_options_become_the_portrait_grammar() -> None:
     assert (request.aspect, request.seed, request.count, request.fast) == ("2:3", 7, 2, True)
     assert request.negative == "blurry, text"
     assert portrait_text("  a fisherman ") == "a fisherman"
+
+
+def test_framework_options_are_quoted_flags_that_keep_their_text() -> None:
+    tricky = {
+        "clothing": 'a "lucky" coat --seed 9',
+        "environment": "a bar called 'Joe's' —ar 1:1",
+        "lighting": "\"soft\" 'window' «light»",
+        "camera": "  85mm   lens ",
+        "skin": "   ",
+    }
+    text = portrait_text("a fisherman", seed=7, negative="blurry", framework=tricky)
+    request = parse_portrait(text)
+    assert request.clothing == 'a "lucky" coat --seed 9' and request.seed == 7
+    assert request.environment == "a bar called 'Joe's' —ar 1:1" and request.aspect == "1:1"
+    assert request.lighting == "\"soft\" 'window' «light»"
+    assert (request.camera, request.skin, request.negative) == ("85mm lens", "", "blurry")
+    assert request.prompt == "a fisherman, " + ", ".join(
+        [request.clothing, request.environment, request.lighting, request.camera]
+    )
+    with pytest.raises(BadFlag, match="the lighting option"):
+        portrait_text("a fisherman", framework={"lighting": "a\" b' c» d"})
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from bot.character_desk import Actor, CharacterDesk
 from bot.discord_bot import LikenessBot, discord_endpoints
 from bot.ledger import Ledger
 from bot.server_settings import ServerSettingsStore
-from bot.studio import Studio
+from bot.studio import Studio, plan_portrait
 from characters.images import ImageStore
 from characters.store import CharacterStore
 from jobs.queue import LocalQueue
@@ -569,3 +569,106 @@ async def test_queue_lists_your_open_requests_in_this_server(running: Bot) -> No
     assert "1 ahead" in lines[2] or "2 ahead" in lines[2], content
     for typed in (first, second, elsewhere):
         await fake.wait_for(lambda typed=typed: _result(fake, typed))
+
+
+@in_module_loop
+async def test_cancel_buttons_under_queue_take_waiting_requests_off(running: Bot) -> None:
+    fake = running.fake
+    running.runner.gate.clear()
+    try:
+        # The worker holds another member's job; alice's two wait behind it.
+        held = await fake.slash("portrait", guild_id=running.guild, user=MOD, prompt="a baker", count=1)
+        await fake.wait_for(lambda: any(c.method == "PATCH" for c in fake.calls_of(held)) or None)
+        first = await fake.slash("portrait", guild_id=running.guild, user=ALICE, prompt="a potter", count=1)
+        second = await fake.slash("portrait", guild_id=running.guild, user=ALICE, prompt="a weaver", count=1)
+        for typed in (first, second):
+            await fake.wait_for(
+                lambda typed=typed: any(c.method == "PATCH" for c in fake.calls_of(typed)) or None
+            )
+        listed = await answer(fake, await fake.slash("queue", guild_id=running.guild, user=ALICE))
+        buttons = [i for i in custom_ids(listed) if i.startswith("likeness:cancel:")]
+        waiting = [g.id for g in await running.studio.ledger.open_generations() if g.status == "queued"]
+        assert buttons == [f"likeness:cancel:{g}:0" for g in waiting if g in listed["content"]], buttons
+        assert len(buttons) == 2
+        (gone, other) = [re.fullmatch(r"likeness:cancel:(g_\w+):0", b)[1] for b in buttons]  # type: ignore[index]
+
+        async def click(button: str, user: dict[str, Any], manager: bool = False) -> str:
+            clicked = await fake.click(int(listed["id"]), button, user=user, manager=manager)
+            return str((await answer(fake, clicked))["content"])
+
+        assert await click(buttons[0], ALICE) == f"cancelled `{gone}`"
+        record = await running.studio.ledger.get(gone)
+        assert (
+            record is not None and record.status == "failed" and record.error == f"cancelled by {ALICE['id']}"
+        )
+        # Whoever waited on it is told; a second click is refused, as are other members.
+        await fake.wait_for(
+            lambda: (
+                any("cancelled" in c.content for typed in (first, second) for c in fake.calls_of(typed))
+                or None
+            )
+        )
+        again = await click(buttons[0], ALICE)
+        assert gone in again and not again.startswith("cancelled")
+        refused = await click(buttons[1], BOB)
+        assert other in refused and not refused.startswith("cancelled")
+        elsewhere = await fake.click(int(listed["id"]), buttons[1], user=ALICE, guild_id=running.other_guild)
+        assert "another server" in (await answer(fake, elsewhere))["content"]
+        # A manager (Manage Server) may cancel a member's request.
+        assert await click(buttons[1], MOD, manager=True) == f"cancelled `{other}`"
+    finally:
+        running.runner.gate.set()
+    await fake.wait_for(lambda: _result(fake, held))
+    assert set(running.runner.runs).isdisjoint({gone, other})
+
+
+# --- /route ----------------------------------------------------------------------------------------------
+
+
+@in_module_loop
+async def test_route_answers_privately_where_a_prompt_would_go(running: Bot) -> None:
+    fake, studio = running.fake, running.studio
+    before = len(await _all(studio))
+    prompt = "a fisherman at dawn --ar 2:3 --steps 12"
+    typed = await fake.slash("route", guild_id=running.guild, user=ALICE, prompt=prompt)
+    shown = await answer(fake, typed)
+    _, chosen = plan_portrait(prompt, studio.catalog)
+    lines = shown["content"].splitlines()
+    assert lines[0] == (
+        f"**{chosen.profile.name}** · {chosen.params.width}×{chosen.params.height}, 12 steps, "
+        f"cfg {chosen.params.cfg:g}"
+    )
+    assert len(chosen.reasons) >= 1 and len(lines) == len(chosen.reasons) + 2
+    assert shown["flags"] & EPHEMERAL
+    bad = await fake.slash("route", guild_id=running.guild, user=ALICE, prompt="a fisherman --ar 7:3")
+    assert "--ar 7:3 is not supported" in (await answer(fake, bad))["content"]
+    assert len(await _all(studio)) == before  # nothing was recorded, nothing generated
+
+
+@in_module_loop
+async def test_portrait_framework_options_reach_the_request_in_order(running: Bot) -> None:
+    fake = running.fake
+    typed = await fake.slash(
+        "portrait",
+        guild_id=running.guild,
+        user=ALICE,
+        prompt="an old fisherman",
+        count=1,
+        skin="weathered, freckles",
+        camera="85mm lens",
+        lighting='"golden" hour --seed 3',
+        environment="a harbour at dawn",
+        clothing="a yellow oilskin",
+    )
+    posted = await fake.wait_for(lambda: _result(fake, typed))
+    (record,) = [g for g in await _all(running.studio) if g.id in posted["content"]]
+    asked = record.request
+    assert (asked["clothing"], asked["environment"], asked["lighting"]) == (
+        "a yellow oilskin",
+        "a harbour at dawn",
+        '"golden" hour --seed 3',
+    )
+    assert (asked["camera"], asked["skin"]) == ("85mm lens", "weathered, freckles") and asked["seed"] != 3
+    assert record.spec["prompt"].startswith(
+        'an old fisherman, a yellow oilskin, a harbour at dawn, "golden" hour --seed 3, 85mm lens, weathered'
+    )
