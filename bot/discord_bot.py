@@ -62,6 +62,7 @@ from bot.discord_views import (
     chooser_view,
     form_values,
     grid_view,
+    save_chooser_view,
     save_form,
     single_view,
     variations_on,
@@ -413,6 +414,14 @@ class LikenessBot(discord.Client):
         """Save as character: the form asking for a name, once this member may save this image here."""
         exchange = self.exchange(interaction)
         async with self.guarded(exchange):
+            if index == 0:  # Save under a grid: which variation?
+                offered = variations_on(interaction.message, generation_id)
+                if len(offered) > 1:
+                    await exchange.tell(
+                        "Which one becomes the character?", save_chooser_view(generation_id, offered)
+                    )
+                    return
+                index = offered[0] if offered else 1
             await self._savable(interaction, generation_id, index)
             await interaction.response.send_modal(save_form(generation_id, index))
 

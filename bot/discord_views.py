@@ -112,9 +112,11 @@ class SaveHandler(Protocol):
 class SaveButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=SAVE_ID):
     """Save as character under one image; rebuilt from its custom id on every click."""
 
-    def __init__(self, generation_id: str, index: int, *, row: int | None = None) -> None:
+    def __init__(
+        self, generation_id: str, index: int, *, row: int | None = None, label: str = "Save as character"
+    ) -> None:
         button: discord.ui.Button[Any] = discord.ui.Button(
-            label="Save as character", custom_id=f"likeness:save:{generation_id}:{index}"
+            label=label, custom_id=f"likeness:save:{generation_id}:{index}"
         )
         super().__init__(button, row=row)
         self.generation_id = generation_id
@@ -221,7 +223,7 @@ def form_values(components: Any) -> dict[str, str]:
 
 
 def grid_view(generation_id: str, indexes: Iterable[int]) -> discord.ui.View:
-    """Under a grid: U k and V k for each variation, then Reroll and Animate."""
+    """Under a grid: U k and V k for each variation, then Reroll and Animate, then Save as character."""
     view = discord.ui.View(timeout=None)
     indexes = list(indexes)
     for k in indexes:
@@ -230,6 +232,15 @@ def grid_view(generation_id: str, indexes: Iterable[int]) -> discord.ui.View:
     for k in indexes:
         view.add_item(ResultButton("vary", generation_id, k, label=f"V{k}", row=1))
     view.add_item(ResultButton("animate", generation_id, 0, label="Animate", row=1))
+    view.add_item(SaveButton(generation_id, 0, row=2))
+    return view
+
+
+def save_chooser_view(generation_id: str, indexes: Iterable[int]) -> discord.ui.View:
+    """Save as character under a grid: which variation? One button per variation."""
+    view = discord.ui.View(timeout=None)
+    for k in indexes:
+        view.add_item(SaveButton(generation_id, k, label=f"Save {k}"))
     return view
 
 

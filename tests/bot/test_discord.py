@@ -248,6 +248,7 @@ async def test_portrait_defers_shows_progress_and_posts_the_grid_with_ten_button
         f"likeness:reroll:{g}:0",
         *(f"likeness:vary:{g}:{k}" for k in range(1, 5)),
         f"likeness:animate:{g}:0",
+        f"likeness:save:{g}:0",
     ]
     assert all(len(custom_id) <= 100 for custom_id in custom_ids(posted.message))
     content = posted.message["content"]
@@ -329,7 +330,7 @@ async def test_v3_posts_four_new_variations_like_a_portrait(running: Running, po
     record = await delivered(running.studio, varied)
     assert (record.kind, record.parent_id, record.parent_index) == ("vary", posted.generation_id, 3)
     assert len(record.files()) == 4
-    assert len(custom_ids(message)) == 10 and f"likeness:select:{varied}:4" in custom_ids(message)
+    assert len(custom_ids(message)) == 11 and f"likeness:select:{varied}:4" in custom_ids(message)
     assert f"vary (subtle) of {posted.generation_id} #3" in unescaped(message["content"])
     assert message in fake.replies_to(posted.id)
 
@@ -341,6 +342,15 @@ async def test_animate_under_a_grid_asks_which_variation(running: Running, poste
     asked = await fake.wait_for(lambda: ephemeral_of(fake, click))
     assert asked["content"] == "Which one should move?"
     assert custom_ids(asked) == [f"likeness:animate:{posted.generation_id}:{k}" for k in range(1, 5)]
+
+
+@in_module_loop
+async def test_save_under_a_grid_asks_which_variation(running: Running, posted: Posted) -> None:
+    fake = running.fake
+    click = await fake.click(posted.id, f"likeness:save:{posted.generation_id}:0", user=ALICE)
+    asked = await fake.wait_for(lambda: ephemeral_of(fake, click))
+    assert asked["content"] == "Which one becomes the character?"
+    assert custom_ids(asked) == [f"likeness:save:{posted.generation_id}:{k}" for k in range(1, 5)]
 
 
 # --- refusals and errors ---------------------------------------------------------------------------------
@@ -435,7 +445,7 @@ async def test_work_that_outlives_the_token_is_posted_in_the_channel(
     assert status_id is not None
     reply = await fake.wait_for(lambda: channel_reply(fake, status_id))
     assert reply["content"].startswith(f"<@{ALICE['id']}> a lighthouse keeper")
-    assert len(custom_ids(reply)) == 4  # U1, Reroll, V1, Animate
+    assert len(custom_ids(reply)) == 5  # U1, Reroll, V1, Animate, Save as character
     # The status says where the result went, edited through the channel (the webhook's token is gone).
     await fake.wait_for(lambda: "is done" in fake.messages[status_id]["content"] or None)
     edit = next(c for c in fake.calls if c.method == "PATCH" and c.path.endswith(f"/messages/{status_id}"))
@@ -532,7 +542,7 @@ async def test_buttons_work_after_a_restart_under_likeness_serve_discord(
                 "portrait", guild_id=fake.guild_ids[0], user=ALICE, prompt="a baker --n 1 --steps 1"
             )
             made = await fake.wait_for(lambda: result_of(fake, typed), timeout=60)
-            assert len(custom_ids(made)) == 4
+            assert len(custom_ids(made)) == 5
         finally:
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)

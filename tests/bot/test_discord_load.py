@@ -72,7 +72,7 @@ async def test_a_generation_left_open_by_a_stopped_bot_is_delivered_once_by_the_
     (posted,) = posts_of(fake, open_one.id)
     assert int(posted["channel_id"]) == channel and posted.get("interaction_metadata") is None
     assert str(posted["content"]).startswith(f"<@{ALICE['id']}> a ferryman")
-    assert len(custom_ids(posted)) == 6  # U1, U2, Reroll, V1, V2, Animate
+    assert len(custom_ids(posted)) == 7  # U1, U2, Reroll, V1, V2, Animate, Save as character
     failed_posts = [c for c in fake.calls if c.path == f"/channels/{channel}/messages" and c.method == "POST"]
     assert [c.status for c in failed_posts] == [503, 200]  # the passing failure was tried again
     delivered = await second.studio.ledger.get(open_one.id)

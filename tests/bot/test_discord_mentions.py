@@ -117,7 +117,7 @@ async def test_a_mention_makes_a_portrait_delivered_once_as_a_reply_with_ten_but
         running.runner.gate.set()
     assert "queued" in status["content"]
     result = await fake.wait_for(lambda: reply_to(fake, typed, files=True), timeout=60)
-    assert len(custom_ids(result)) == 10  # U1–U4, Reroll, V1–V4, Animate
+    assert len(custom_ids(result)) == 11  # U1–U4, Reroll, V1–V4, Animate, Save as character
     assert result["content"].startswith(f"<@{ALICE['id']}> ")
     (record,) = [g for g in await generations(running.studio) if g.id in result["content"]]
     assert (record.platform, record.server_id, record.channel_id, record.user_id) == (
