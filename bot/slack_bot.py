@@ -17,14 +17,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltRequest
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.commands import parse_portrait
+from bot.courier import Courier, Outcome, PostFailed
 from bot.errors import GenerationRefused, UserError
+from bot.ledger import Generation
 from bot.progress import progress_text
 from bot.slack_blocks import (
     ACTION_ID,
@@ -37,13 +41,17 @@ from bot.slack_blocks import (
     status_text,
     variations_on,
 )
-from bot.slack_replies import Reply
+from bot.slack_replies import NotInChannel, Reply
 from bot.studio import Finished, Origin, Studio, Submission
 from jobs.spec import new_id
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
+# Slack's answers that mean a post will never be taken (the Courier records the generation as failed).
+POST_NEVER = frozenset(
+    {"channel_not_found", "is_archived", "not_in_channel", "account_inactive", "invalid_auth"}
+)
 SLACK_API_BASE = "https://slack.com/api/"
 EVENTS_PATH = "/slack/events"
 PROGRESS_EVERY_S = 2.0  # at most one status edit this often: Slack allows about one chat.update a second
@@ -260,6 +268,47 @@ class SlackBot:
             await reply.post(f"What next for `{finished.generation_id}`?", blocks)
         await self.studio.delivered(finished.generation_id)
         await reply.done()
+
+    async def resume_open(self) -> list[Outcome]:
+        """What the ledger holds open for Slack (a restart cut it short): finished with the Courier and
+        posted in its channel, mentioning the requester. Call it before taking new requests."""
+        left = [g for g in await self.studio.ledger.open_generations() if g.platform == PLATFORM]
+        courier = Courier(self.studio, self._post_resumed, self._report_resumed, platform=PLATFORM)
+        outcomes = await courier.resume(left)
+        for outcome in outcomes:
+            log.info("resumed %s: %s %s", outcome.generation_id, outcome.state, outcome.detail)
+        return outcomes
+
+    def _channel_reply(self, generation: Generation) -> Reply:
+        async def no_ack(**_: Any) -> None:
+            return None
+
+        return Reply(
+            self.client, ack=cast(AsyncAck, no_ack), channel=generation.channel_id, user=generation.user_id
+        )
+
+    async def _post_resumed(self, generation: Generation, finished: Finished) -> None:
+        reply = self._channel_reply(generation)
+        try:
+            attachments = [await self.studio.upload(path, reply.upload_limit) for path in _shown(finished)]
+            await reply.post_files(attachments, result_text(generation.user_id, finished))
+            blocks = _blocks(finished)
+            if blocks:
+                await reply.post(f"What next for `{finished.generation_id}`?", blocks)
+        except (NotInChannel, SlackApiError) as exc:
+            refused = exc if isinstance(exc, SlackApiError) else exc.__cause__
+            error = ""
+            if isinstance(refused, SlackApiError) and refused.response is not None:
+                error = str(refused.response.get("error", ""))
+            raise PostFailed(f"Slack answered {error or exc}", permanent=error in POST_NEVER) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise PostFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _report_resumed(self, generation: Generation, reason: str) -> None:
+        try:
+            await self._channel_reply(generation).tell(reason)
+        except (SlackApiError, aiohttp.ClientError, OSError) as exc:
+            raise PostFailed(str(exc)) from exc
 
     async def follow(self, reply: Reply, submission: Submission) -> None:
         """The job's progress on the status message: its first state (the queue) at once, then the latest

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import signal
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
@@ -75,8 +75,17 @@ async def serve_slack(settings: SlackSettings) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stopping.set)
         stack.callback(loop.remove_signal_handler, signal.SIGTERM)
+        # What a restart cut short first, in the background; new requests are not held up by it.
+        resumed = asyncio.ensure_future(bot.resume_open())
+        stack.push_async_callback(_settle, resumed)
         log.info("listening for Slack %s", await listen(bot, settings, stack))
         await stopping.wait()
+
+
+async def _settle(task: asyncio.Future[Any]) -> None:
+    """Stop the resumption if it is still at work (what is left stays open in the ledger)."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def listen(bot: SlackBot, settings: SlackSettings, stack: AsyncExitStack) -> str:

@@ -36,7 +36,7 @@ from bot.ledger import Generation, Ledger
 from bot.server_settings import ServerSettingsStore
 from bot.slack_bot import SlackBot, mention_text, web_client
 from bot.slack_cli import NO_SECRET, NO_TOKEN, SlackSettings, listen, slack_command
-from bot.studio import Studio
+from bot.studio import Origin, Studio
 from jobs.queue import LocalQueue
 from jobs.spec import JobResult, JobSpec, ProgressEvent, ResultImage
 from router.catalog import Catalog
@@ -668,3 +668,50 @@ def test_serve_slack_without_credentials_says_so_in_one_line(
     result = CliRunner().invoke(app, ["slack"])
     assert result.exit_code == 2
     assert " ".join(result.output.split()) == " ".join(f"error: {message}".split())
+
+
+# --- after a restart ----------------------------------------------------------------------------------
+
+
+async def test_work_a_restart_cut_short_is_posted_once_and_a_gone_channel_fails(
+    tmp_path: Path, tiny_catalog: Catalog
+) -> None:
+    fake = await FakeSlack().start()
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    await ledger.open()
+    never = asyncio.Event()
+
+    async def hang(spec: JobSpec, progress: Callable[[ProgressEvent], None]) -> JobResult:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    async def cut_short(origin: Origin) -> str:
+        """A request the bot recorded and queued, then stopped with it in its in-process queue."""
+        queue = LocalQueue(hang)
+        dying = Studio(ledger=ledger, catalog=tiny_catalog, queue=queue, generations_dir=tmp_path / "g")
+        submission = await dying.portrait(origin, "a portrait --n 2")
+        await queue.close()
+        return submission.generation_id
+
+    painter = Painter(step_s=0)
+    queue = LocalQueue(painter)
+    studio = Studio(ledger=ledger, catalog=tiny_catalog, queue=queue, generations_dir=tmp_path / "g")
+    bot = SlackBot(studio, web_client(fake.token, fake.api_base), signing_secret=fake.signing_secret)
+
+    lost = await cut_short(Origin("slack", TEAMS[0], "C0ARCHIVED1", BOB))
+    fake.fail("files.completeUploadExternal", "is_archived")
+    assert [(o.generation_id, o.state) for o in await bot.resume_open()] == [(lost, "failed")]
+    record = await ledger.get(lost)
+    assert record is not None and record.status == "failed" and "is_archived" in record.error
+
+    cut = await cut_short(Origin("slack", TEAMS[0], CHANNEL, ALICE))
+    assert [(o.generation_id, o.state) for o in await bot.resume_open()] == [(cut, "delivered")]
+    record = await ledger.get(cut)
+    assert record is not None and record.status == "delivered"
+    assert buttons_of(fake, cut) is not None
+    assert await bot.resume_open() == []  # nothing twice
+    uploads = [c for c in fake.calls if c.method == "files.completeUploadExternal" and c.answer.get("ok")]
+    assert len(uploads) == 1
+    await bot.close()
+    await queue.close()
+    await fake.close()
