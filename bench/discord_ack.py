@@ -29,7 +29,7 @@ import discord  # noqa: E402
 from discord import app_commands  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bot.discord_bot import LikenessBot, discord_endpoints  # noqa: E402
+from bot.discord.bot import LikenessBot, discord_endpoints  # noqa: E402
 from bot.ledger import Ledger  # noqa: E402
 from bot.server_settings import ServerSettingsStore  # noqa: E402
 from bot.studio import Studio  # noqa: E402

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from PIL import Image
 from pydantic import ValidationError
@@ -33,6 +34,29 @@ from jobs.spec import (
 from router.catalog import Catalog, Profile
 from router.engines import EngineChoice, MotionPlan, engine_for, motion_plan, upscale_size
 from router.route import RouteError
+
+# The result buttons every platform shows, by what they do. A button carries
+# `likeness:ACTION:GENERATION_ID:INDEX` (index 0: the whole grid) and nothing secret: every press is
+# checked again by the Studio.
+Action = Literal["select", "vary", "strong", "up2", "up4", "animate", "reroll"]
+ACTIONS: tuple[Action, ...] = get_args(Action)
+BUTTON_ID = re.compile(
+    rf"likeness:(?P<action>{'|'.join(ACTIONS)}):(?P<generation>g_[0-9a-z]{{12}}):(?P<index>[0-9])"
+)
+# The buttons under one image (a U k post, an upscale), in the order shown, each with what it needs to
+# start from in the words of STARTS_FROM.
+SINGLE_IMAGE_BUTTONS: tuple[tuple[Action, str, str], ...] = (
+    ("up2", "Upscale 2×", "upscale"),
+    ("up4", "Upscale 4×", "upscale"),
+    ("vary", "Vary (subtle)", "vary"),
+    ("strong", "Vary (strong)", "vary"),
+    ("animate", "Animate", "animate"),
+)
+
+
+def button_id(action: Action, generation_id: str, index: int) -> str:
+    return f"likeness:{action}:{generation_id}:{index}"
+
 
 VARY_SUBTLE = 0.35
 VARY_STRONG = 0.7

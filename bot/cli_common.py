@@ -130,3 +130,14 @@ async def studio_for(stack: AsyncExitStack, settings: BotSettings, *, limits: bo
         characters=await character_desk(settings),
         server_settings=ServerSettingsStore(ledger) if limits else None,
     )
+
+
+async def chat_studio(stack: AsyncExitStack, settings: BotSettings) -> Studio:
+    """A Studio for a chat platform: like the command line's, plus each server's settings and limits."""
+    studio = await studio_for(stack, settings, limits=True)
+    profile = studio.catalog.default_profile
+    if profile.is_tiny:
+        logging.getLogger("bot").warning(
+            "%s is a tiny random-weight model: its images are noise (README, section Models)", profile.name
+        )
+    return studio

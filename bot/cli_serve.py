@@ -1,30 +1,17 @@
-"""`likeness serve discord`: run the bot in a chat platform, on the embedded default or a Redis fleet.
+"""`likeness serve discord|slack`: run Likeness in a chat platform, on the embedded default or a Redis fleet.
 
-The adapter (and discord.py) is imported only when the command runs, so `likeness --help` stays quick.
+Each adapter's command lives in its package (bot/discord/cli.py, bot/slack/cli.py) and imports its
+platform library only when it runs, so `likeness --help` stays quick.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
-from contextlib import AsyncExitStack
-
 import typer
 
-from bot.cli_common import fail, load_settings, log_to_stderr, run, studio_for
-from bot.settings import BotSettings
-from bot.slack_cli import slack_command
-from bot.studio import Studio
-
-log = logging.getLogger(__name__)
+from bot.discord.cli import discord_command
+from bot.slack.cli import slack_command
 
 serve_app = typer.Typer(help="Run Likeness in a chat platform.", no_args_is_help=True)
-
-NO_TOKEN = (
-    "no Discord bot token: set LIKENESS_DISCORD_TOKEN (or DISCORD_TOKEN) to the token from "
-    "https://discord.com/developers/applications → your application → Bot → Reset Token"
-)
 
 
 @serve_app.callback()
@@ -32,48 +19,5 @@ def serve() -> None:
     """Run Likeness in a chat platform."""
 
 
-@serve_app.command("discord")
-def discord_command() -> None:
-    """Run the Discord bot: /portrait and its buttons (settings: LIKENESS_DISCORD_*)."""
-    settings = load_settings(BotSettings)
-    if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
-        fail(NO_TOKEN)
-    log_to_stderr(logging.INFO)
-    import discord
-
-    try:
-        run(serve_discord(settings))
-    except discord.LoginFailure:
-        fail("Discord refused the bot token (401); reset it in the developer portal and set it again")
-    except discord.PrivilegedIntentsRequired:  # Likeness asks for none; a changed build might
-        fail("Discord refused the gateway intents; Likeness needs no privileged intent")
-
-
-async def chat_studio(stack: AsyncExitStack, settings: BotSettings) -> Studio:
-    """A Studio for a chat platform: like the command line's, plus each server's settings and limits."""
-    studio = await studio_for(stack, settings, limits=True)
-    profile = studio.catalog.default_profile
-    if profile.is_tiny:
-        log.warning(
-            "%s is a tiny random-weight model: its images are noise (README, section Models)", profile.name
-        )
-    return studio
-
-
-async def serve_discord(settings: BotSettings) -> None:
-    """Run until SIGTERM or Ctrl-C; the ledger keeps what was asked, whatever happens."""
-    from bot.discord_bot import LikenessBot, discord_endpoints
-
-    assert settings.discord_token is not None
-    async with AsyncExitStack() as stack:
-        bot = LikenessBot(await chat_studio(stack, settings), sync_commands=settings.discord_sync_commands)
-        loop = asyncio.get_running_loop()
-        closing: list[asyncio.Task[None]] = []
-        loop.add_signal_handler(signal.SIGTERM, lambda: closing.append(loop.create_task(bot.close())))
-        stack.callback(loop.remove_signal_handler, signal.SIGTERM)
-        stack.push_async_callback(bot.close)
-        with discord_endpoints(settings.discord_api_base, settings.discord_gateway_url):
-            await bot.start(settings.discord_token.get_secret_value().strip())
-
-
+serve_app.command("discord")(discord_command)
 serve_app.command("slack")(slack_command)

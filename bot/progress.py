@@ -1,8 +1,17 @@
-"""What a status message says while a job runs: the same words on every platform."""
+"""What a status message says while a job runs, and how often it changes: the same on every platform."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from bot.studio import Finished, Studio, Submission
 from jobs.spec import ProgressEvent
+
+log = logging.getLogger(__name__)
+
+Render = Callable[[Submission, str], str]  # (submission, progress words) → the platform's status text
 
 
 def progress_text(event: ProgressEvent) -> str | None:
@@ -15,3 +24,56 @@ def progress_text(event: ProgressEvent) -> str | None:
     return {"started": "starting", "loading": "loading the model", "encoding": "finishing the files"}.get(
         event.state
     )
+
+
+async def follow(
+    submission: Submission, show: Callable[[str], Awaitable[None]], render: Render, every_s: float
+) -> None:
+    """The job's progress on a status message: its first state (the queue) at once, then the latest at
+    most once every `every_s`. `render` turns the words into the platform's status text. Runs until
+    cancelled."""
+    latest = ""
+    changed, first_shown = asyncio.Event(), asyncio.Event()
+
+    async def read() -> None:
+        nonlocal latest
+        async for event in submission.handle.events():
+            if (progress := progress_text(event)) is not None:
+                latest = render(submission, progress)
+                changed.set()
+                await first_shown.wait()
+
+    reader = asyncio.create_task(read())
+    try:
+        shown = ""
+        while True:
+            await changed.wait()
+            changed.clear()
+            if latest != shown:
+                shown = latest
+                await show(shown)
+                first_shown.set()
+                await asyncio.sleep(every_s)
+    finally:
+        reader.cancel()
+        await asyncio.wait([reader])
+        if not reader.cancelled() and (error := reader.exception()) is not None:
+            log.warning("progress of %s stopped: %r", submission.generation_id, error)
+
+
+async def finish_showing_progress(
+    studio: Studio,
+    submission: Submission,
+    show: Callable[[str], Awaitable[None]],
+    render: Render,
+    every_s: float,
+) -> Finished:
+    """`studio.finish(submission)`, with its progress shown (see `follow`) while it runs."""
+    following = asyncio.create_task(follow(submission, show, render, every_s))
+    try:
+        return await studio.finish(submission)
+    finally:
+        following.cancel()
+        await asyncio.wait([following])
+        if not following.cancelled() and (error := following.exception()) is not None:
+            log.warning("progress of %s failed: %r", submission.generation_id, error)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.buttons import Source, animate_spec, find_source, indexed_files, upscale_spec, vary_spec
+from bot.buttons import Action, Source, animate_spec, find_source, indexed_files, upscale_spec, vary_spec
 from bot.character_desk import CharacterDesk, CharacterRefused
 from bot.commands import PortraitRequest, parse_portrait, request_text
 from bot.errors import BadFlag, BadPrompt, GenerationRefused, JobFailed, JobTimedOut, UnknownProfile
@@ -498,6 +498,18 @@ class Studio:
         if self.characters and cast:
             await self.characters.store.record_use([c.id for c in cast])
         return submission
+
+    async def press(self, origin: Origin, action: Action, generation_id: str, index: int) -> Submission:
+        """A result button that makes something (every one but U k, which `variation` answers)."""
+        if action in ("vary", "strong"):
+            return await self.vary(origin, generation_id, index, strong=action == "strong")
+        if action in ("up2", "up4"):
+            return await self.upscale(origin, generation_id, index, factor=2 if action == "up2" else 4)
+        if action == "animate":
+            return await self.animate(origin, generation_id, index)
+        if action == "reroll":
+            return await self.reroll(origin, generation_id)
+        raise GenerationRefused(f"this button ({action}) makes nothing new; it shows variation {index}")
 
     async def reroll(self, origin: Origin, generation_id: str) -> Submission:
         """The same request again with a new seed: a portrait's text, or a vary of the same variation."""

@@ -1,6 +1,6 @@
 """The Discord bot over time and under load: what a stopped bot left open is delivered by the next one, once;
 a burst of /portrait from many members is acknowledged in time, limited per member, delivered once each.
-The worker is a fake runner (tests/bot/test_discord_commands.py): no model runs.
+The worker is a fake runner (tests/bot/discord/test_commands.py): no model runs.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.discord_bot import discord_endpoints
+from bot.discord.bot import discord_endpoints
 from bot.studio import Origin
 from router.catalog import Catalog
-from tests.bot.test_discord_commands import FakeRunner, answer_of, make_studio, start, stop
+from tests.bot.discord.test_commands import FakeRunner, answer_of, make_studio, start, stop
 from tests.discord_fake import EPHEMERAL, FakeDiscord, custom_ids, snowflake, user_payload
 
 ALICE = user_payload(4_001, "alice")

@@ -23,8 +23,8 @@ from discord import app_commands
 from bot.attachments import fetch_attachment
 from bot.character_desk import Actor, CharacterDesk, CharacterRefused
 from bot.commands import MAX_PROMPT_CHARS
-from bot.discord_replies import APOLOGY, MISSING, fit
-from bot.discord_views import cancel_view
+from bot.discord.replies import APOLOGY, MISSING, fit
+from bot.discord.views import cancel_view
 from bot.errors import UserError
 from bot.ledger import Generation
 from bot.server_settings import SETTING_NAMES, BadSetting, ServerSettingsStore
@@ -45,7 +45,7 @@ _WHOLE = re.compile(r"[+-]?\d{1,9}")
 
 
 class CommandHost(Protocol):
-    """What the commands need of the client (bot.discord_bot.LikenessBot)."""
+    """What the commands need of the client (bot.discord.bot.LikenessBot)."""
 
     studio: Studio
     attachment_hosts: frozenset[str]

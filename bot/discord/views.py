@@ -17,26 +17,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any, Literal, Protocol, cast, get_args
+from typing import Any, Protocol, cast
 
 import discord
 
-from bot.buttons import STARTS_FROM
+from bot.buttons import BUTTON_ID, SINGLE_IMAGE_BUTTONS, STARTS_FROM, Action, button_id
 
-Action = Literal["select", "vary", "strong", "up2", "up4", "animate", "reroll"]
-ACTIONS: tuple[Action, ...] = get_args(Action)
-CUSTOM_ID = re.compile(
-    rf"likeness:(?P<action>{'|'.join(ACTIONS)}):(?P<generation>g_[0-9a-z]{{12}}):(?P<index>[0-9])"
-)
-# The buttons under one image (a U k reply, an upscale), in the order shown, each with what it needs to
-# start from in the words of bot.buttons.STARTS_FROM.
-_SINGLE: tuple[tuple[Action, str, str], ...] = (
-    ("up2", "Upscale 2×", "upscale"),
-    ("up4", "Upscale 4×", "upscale"),
-    ("vary", "Vary (subtle)", "vary"),
-    ("strong", "Vary (strong)", "vary"),
-    ("animate", "Animate", "animate"),
-)
+CUSTOM_ID = BUTTON_ID  # a Discord button's custom_id
 
 
 SAVE_ID = re.compile(r"likeness:save:(?P<generation>g_[0-9a-z]{12}):(?P<index>[0-9])")
@@ -46,12 +33,8 @@ NAME_FIELD, DESCRIPTION_FIELD = "name", "description"  # the custom ids of the f
 MAX_NAME, MAX_DESCRIPTION = 33, 300  # as /character create takes them (a name may start with @)
 
 
-def custom_id(action: Action, generation_id: str, index: int) -> str:
-    return f"likeness:{action}:{generation_id}:{index}"
-
-
 class ButtonHandler(Protocol):
-    """The client that runs a click (bot.discord_bot.LikenessBot)."""
+    """The client that runs a click (bot.discord.bot.LikenessBot)."""
 
     async def on_button(
         self, interaction: discord.Interaction[Any], action: Action, generation_id: str, index: int
@@ -72,7 +55,7 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUST
         row: int | None = None,
     ) -> None:
         button: discord.ui.Button[Any] = discord.ui.Button(
-            label=label, style=style, custom_id=custom_id(action, generation_id, index)
+            label=label, style=style, custom_id=button_id(action, generation_id, index)
         )
         super().__init__(button, row=row)
         self.action = action
@@ -102,7 +85,7 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUST
 
 
 class SaveHandler(Protocol):
-    """The client that answers Save as character (bot.discord_bot.LikenessBot)."""
+    """The client that answers Save as character (bot.discord.bot.LikenessBot)."""
 
     async def on_save(
         self, interaction: discord.Interaction[Any], generation_id: str, index: int
@@ -138,7 +121,7 @@ class SaveButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=SAVE_I
 
 
 class CancelHandler(Protocol):
-    """The client that cancels a waiting request (bot.discord_bot.LikenessBot)."""
+    """The client that cancels a waiting request (bot.discord.bot.LikenessBot)."""
 
     async def on_cancel(self, interaction: discord.Interaction[Any], generation_id: str) -> None: ...
 
@@ -248,7 +231,7 @@ def single_view(generation_id: str, index: int, kind: str) -> discord.ui.View | 
     """Under one image: the buttons that may start from a generation of this kind, and Save as character
     (none for a video)."""
     view = discord.ui.View(timeout=None)
-    for action, label, needs in _SINGLE:
+    for action, label, needs in SINGLE_IMAGE_BUTTONS:
         if kind in STARTS_FROM[needs]:
             view.add_item(ResultButton(action, generation_id, index, label=label))
     if kind in STARTS_FROM["select"]:

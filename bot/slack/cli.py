@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
-from bot.cli_common import fail, load_settings, log_to_stderr, run
+from bot.cli_common import chat_studio, fail, load_settings, log_to_stderr, run
 from bot.settings import BotSettings
 
 if TYPE_CHECKING:
-    from bot.slack_bot import SlackBot
+    from bot.slack.bot import SlackBot
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,7 @@ async def serve_slack(settings: SlackSettings) -> None:
 
     With an app token, Socket Mode; else HTTP on `slack_port`, path /slack/events.
     """
-    from bot.cli_serve import chat_studio
-    from bot.slack_bot import SlackBot, web_client
+    from bot.slack.bot import SlackBot, web_client
 
     client = web_client(_secret(settings.slack_bot_token), settings.slack_api_base)
     identity = await client.auth_test()  # a bad token fails here, in one line
@@ -93,7 +92,7 @@ async def listen(bot: SlackBot, settings: SlackSettings, stack: AsyncExitStack) 
     HTTP endpoint. Returns where it listens, in words."""
     from aiohttp import web
 
-    from bot.slack_bot import EVENTS_PATH
+    from bot.slack.bot import EVENTS_PATH
 
     app_token = _secret(settings.slack_app_token)
     if app_token:

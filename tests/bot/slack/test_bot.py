@@ -34,8 +34,8 @@ from typer.testing import CliRunner
 
 from bot.ledger import Generation, Ledger
 from bot.server_settings import ServerSettingsStore
-from bot.slack_bot import SlackBot, mention_text, web_client
-from bot.slack_cli import NO_SECRET, NO_TOKEN, SlackSettings, listen, slack_command
+from bot.slack.bot import SlackBot, mention_text, web_client
+from bot.slack.cli import NO_SECRET, NO_TOKEN, SlackSettings, listen, slack_command
 from bot.studio import Origin, Studio
 from jobs.queue import LocalQueue
 from jobs.spec import JobResult, JobSpec, ProgressEvent, ResultImage
@@ -380,7 +380,7 @@ async def test_an_unexpected_error_gets_an_apology_with_an_error_id(
 
     monkeypatch.setattr(running.studio, "variation", broken)
     fake, g = running.fake, posted.generation_id
-    with caplog.at_level(logging.ERROR, logger="bot.slack_bot"):
+    with caplog.at_level(logging.ERROR, logger="bot.slack.bot"):
         await fake.click(running.url, posted.buttons, f"likeness:select:{g}:1", team=TEAMS[0], user=ALICE)
         apology = await fake.wait_for(
             lambda: next((e for e in fake.ephemerals if e["text"].startswith("Sorry")), None)
@@ -614,7 +614,7 @@ async def test_likeness_serve_slack_makes_a_portrait_with_the_tiny_models(
         LIKENESS_SLACK_PORT=str(port),
         COLUMNS="200",
     )
-    code = "import typer; from bot.slack_cli import slack_command; typer.run(slack_command)"
+    code = "import typer; from bot.slack.cli import slack_command; typer.run(slack_command)"
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )

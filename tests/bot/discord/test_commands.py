@@ -19,7 +19,7 @@ from PIL import Image
 from skimage import data
 
 from bot.character_desk import Actor, CharacterDesk
-from bot.discord_bot import LikenessBot, discord_endpoints
+from bot.discord.bot import LikenessBot, discord_endpoints
 from bot.ledger import Ledger
 from bot.server_settings import ServerSettingsStore
 from bot.studio import Studio, plan_portrait

@@ -3,7 +3,7 @@ messages back.
 
 Each request becomes one Studio call on behalf of an `Origin` (workspace, channel, user). Slack Bolt
 verifies every request (the signing secret, and a timestamp within 5 minutes) before a handler sees it.
-This module and its helpers, bot/slack_blocks.py (the buttons and the words) and bot/slack_replies.py
+This module and its helpers, bot/slack/blocks.py (the buttons and the words) and bot/slack/replies.py
 (acknowledging, progress, posting), are the only ones that import slack_bolt and slack_sdk.
 """
 
@@ -25,14 +25,14 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.buttons import Action
 from bot.commands import parse_portrait
 from bot.courier import Courier, Outcome, PostFailed
 from bot.errors import GenerationRefused, UserError
 from bot.ledger import Generation
-from bot.progress import progress_text
-from bot.slack_blocks import (
+from bot.progress import finish_showing_progress
+from bot.slack.blocks import (
     ACTION_ID,
-    Action,
     Block,
     chooser_blocks,
     grid_blocks,
@@ -41,7 +41,7 @@ from bot.slack_blocks import (
     status_text,
     variations_on,
 )
-from bot.slack_replies import NotInChannel, Reply
+from bot.slack.replies import NotInChannel, Reply
 from bot.studio import Finished, Origin, Studio, Submission
 from jobs.spec import new_id
 
@@ -221,23 +221,7 @@ class SlackBot:
             if kind == "select":
                 await self.select(reply, origin, generation_id, index)
             else:
-                await self.deliver(reply, await self.submit(origin, kind, generation_id, index))
-
-    async def submit(self, origin: Origin, action: Action, generation_id: str, index: int) -> Submission:
-        studio = self.studio
-        if action in ("vary", "strong"):
-            return await studio.vary(origin, generation_id, index, strong=action == "strong")
-        if action in ("up2", "up4"):
-            return await studio.upscale(origin, generation_id, index, factor=2 if action == "up2" else 4)
-        if action == "animate":
-            return await studio.animate(origin, generation_id, index)
-        if action == "reroll":
-            return await self.reroll(origin, generation_id)
-        raise GenerationRefused(f"this button ({action}) is not one Likeness knows")
-
-    async def reroll(self, origin: Origin, generation_id: str) -> Submission:
-        """The same request again with a new seed (see Studio.reroll)."""
-        return await self.studio.reroll(origin, generation_id)
+                await self.deliver(reply, await self.studio.press(origin, kind, generation_id, index))
 
     async def select(self, reply: Reply, origin: Origin, generation_id: str, index: int) -> None:
         """U k: variation k on its own, with the buttons for one image."""
@@ -253,14 +237,9 @@ class SlackBot:
     async def deliver(self, reply: Reply, submission: Submission) -> None:
         """Progress on the status message while the job runs, then the result (the files with their
         caption, then the buttons); delivered once Slack has accepted both."""
-        follow = asyncio.create_task(self.follow(reply, submission))
-        try:
-            finished = await self.studio.finish(submission)
-        finally:
-            follow.cancel()
-            await asyncio.wait([follow])
-            if not follow.cancelled() and (error := follow.exception()) is not None:
-                log.warning("progress of %s failed: %r", submission.generation_id, error)
+        finished = await finish_showing_progress(
+            self.studio, submission, reply.status, status_text, self.progress_every_s
+        )
         attachments = [await self.studio.upload(path, reply.upload_limit) for path in _shown(finished)]
         await reply.post_files(attachments, result_text(reply.user, finished))
         blocks = _blocks(finished)
@@ -309,37 +288,6 @@ class SlackBot:
             await self._channel_reply(generation).tell(reason)
         except (SlackApiError, aiohttp.ClientError, OSError) as exc:
             raise PostFailed(str(exc)) from exc
-
-    async def follow(self, reply: Reply, submission: Submission) -> None:
-        """The job's progress on the status message: its first state (the queue) at once, then the latest
-        at most once every `progress_every_s`. Runs until cancelled."""
-        latest = ""
-        changed, first_shown = asyncio.Event(), asyncio.Event()
-
-        async def read() -> None:
-            nonlocal latest
-            async for event in submission.handle.events():
-                if (progress := progress_text(event)) is not None:
-                    latest = status_text(submission, progress)
-                    changed.set()
-                    await first_shown.wait()
-
-        reader = asyncio.create_task(read())
-        try:
-            shown = ""
-            while True:
-                await changed.wait()
-                changed.clear()
-                if latest != shown:
-                    shown = latest
-                    await reply.status(shown)
-                    first_shown.set()
-                    await asyncio.sleep(self.progress_every_s)
-        finally:
-            reader.cancel()
-            await asyncio.wait([reader])
-            if not reader.cancelled() and (error := reader.exception()) is not None:
-                log.warning("progress of %s stopped: %r", submission.generation_id, error)
 
 
 def _shown(finished: Finished) -> tuple[Path, ...]:

@@ -20,7 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.errors import UserError
-from bot.slack_blocks import Block, fit
+from bot.slack.blocks import Block, fit
 from bot.studio import Attachment
 
 log = logging.getLogger(__name__)

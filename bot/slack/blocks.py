@@ -8,39 +8,23 @@ clicker's workspace).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, get_args
+from typing import Any
 
-from bot.buttons import STARTS_FROM
+from bot.buttons import BUTTON_ID, SINGLE_IMAGE_BUTTONS, STARTS_FROM, Action, button_id
 from bot.studio import Finished, Submission
 
-Action = Literal["select", "vary", "strong", "up2", "up4", "animate", "reroll"]
-ACTIONS: tuple[Action, ...] = get_args(Action)
-ACTION_ID = re.compile(
-    rf"likeness:(?P<action>{'|'.join(ACTIONS)}):(?P<generation>g_[0-9a-z]{{12}}):(?P<index>[0-9])"
-)
+ACTION_ID = BUTTON_ID  # a Slack button's action_id (and value)
 MESSAGE_LIMIT = 4000  # characters of a message's text (Slack truncates longer ones)
-_SINGLE: tuple[tuple[Action, str, str], ...] = (
-    ("up2", "Upscale 2×", "upscale"),
-    ("up4", "Upscale 4×", "upscale"),
-    ("vary", "Vary (subtle)", "vary"),
-    ("strong", "Vary (strong)", "vary"),
-    ("animate", "Animate", "animate"),
-)
 Block = dict[str, Any]
-
-
-def action_id(action: Action, generation_id: str, index: int) -> str:
-    return f"likeness:{action}:{generation_id}:{index}"
 
 
 def button(action: Action, generation_id: str, index: int, label: str, *, primary: bool = False) -> Block:
     made: Block = {
         "type": "button",
         "text": {"type": "plain_text", "text": label, "emoji": True},
-        "action_id": action_id(action, generation_id, index),
-        "value": action_id(action, generation_id, index),
+        "action_id": button_id(action, generation_id, index),
+        "value": button_id(action, generation_id, index),
     }
     if primary:
         made["style"] = "primary"
@@ -65,7 +49,7 @@ def single_blocks(generation_id: str, index: int, kind: str) -> list[Block]:
     """Under one image: the buttons that may start from a generation of this kind (none for a video)."""
     elements = [
         button(action, generation_id, index, label)
-        for action, label, needs in _SINGLE
+        for action, label, needs in SINGLE_IMAGE_BUTTONS
         if kind in STARTS_FROM[needs]
     ]
     return [_actions(generation_id, f"one{index}", elements)] if elements else []

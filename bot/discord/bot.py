@@ -2,8 +2,8 @@
 calls out, messages back.
 
 Each interaction, or message that mentions the bot, becomes one Studio call on behalf of an `Origin` (guild,
-channel, user). This module and its helpers, bot/discord_views.py (the buttons), bot/discord_replies.py
-(acknowledging, progress, posting) and bot/discord_commands.py (/character, /settings, /queue,
+channel, user). This module and its helpers, bot/discord/views.py (the buttons), bot/discord/replies.py
+(acknowledging, progress, posting) and bot/discord/commands.py (/character, /settings, /queue,
 autocomplete), are the only ones that import discord. On start, what the ledger holds open for Discord is
 finished and posted in its channel (the Courier).
 """
@@ -29,9 +29,10 @@ from discord import app_commands
 from PIL import Image
 
 from bot.attachments import DISCORD_FILE_HOSTS
+from bot.buttons import Action
 from bot.commands import MAX_PROMPT_CHARS, MAX_SEED, MAX_VARIATIONS, parse_portrait
 from bot.courier import Courier, Outcome, PostFailed
-from bot.discord_commands import (
+from bot.discord.commands import (
     COMMANDS,
     actor_of,
     answering,
@@ -40,7 +41,7 @@ from bot.discord_commands import (
     engine_choices,
     may_create,
 )
-from bot.discord_replies import (
+from bot.discord.replies import (
     APOLOGY,
     MISSING,
     TOKEN_LIFETIME_S,
@@ -51,11 +52,10 @@ from bot.discord_replies import (
     files_of,
     fit,
 )
-from bot.discord_views import (
+from bot.discord.views import (
     DESCRIPTION_FIELD,
     NAME_FIELD,
     SAVE_FORM_ID,
-    Action,
     CancelButton,
     ResultButton,
     SaveButton,
@@ -67,9 +67,9 @@ from bot.discord_views import (
     single_view,
     variations_on,
 )
-from bot.errors import BadFlag, GenerationRefused, UserError
+from bot.errors import BadFlag, UserError
 from bot.ledger import Generation
-from bot.progress import progress_text
+from bot.progress import finish_showing_progress
 from bot.studio import Finished, Origin, Studio, Submission
 from characters.reference import MAX_BYTES
 from jobs.media import DISCORD_FILE_LIMIT
@@ -407,7 +407,7 @@ class LikenessBot(discord.Client):
                 await self.select(exchange, origin, generation_id, index)
             else:
                 async with self.submitting(origin):
-                    submission = await self.submit(origin, action, generation_id, index)
+                    submission = await self.studio.press(origin, action, generation_id, index)
                 await self.deliver(exchange, submission)
 
     async def on_save(self, interaction: discord.Interaction[Any], generation_id: str, index: int) -> None:
@@ -496,22 +496,6 @@ class LikenessBot(discord.Client):
         async with lock, self._submissions:
             yield
 
-    async def submit(self, origin: Origin, action: Action, generation_id: str, index: int) -> Submission:
-        studio = self.studio
-        if action in ("vary", "strong"):
-            return await studio.vary(origin, generation_id, index, strong=action == "strong")
-        if action in ("up2", "up4"):
-            return await studio.upscale(origin, generation_id, index, factor=2 if action == "up2" else 4)
-        if action == "animate":
-            return await studio.animate(origin, generation_id, index)
-        if action == "reroll":
-            return await self.reroll(origin, generation_id)
-        raise GenerationRefused(f"this button ({action}) is not one Likeness knows")
-
-    async def reroll(self, origin: Origin, generation_id: str) -> Submission:
-        """The same request again with a new seed (see Studio.reroll)."""
-        return await self.studio.reroll(origin, generation_id)
-
     async def select(self, exchange: Exchange, origin: Origin, generation_id: str, index: int) -> None:
         """U k: variation k on its own, with the buttons for one image."""
         path = await self.studio.variation(origin, generation_id, index)
@@ -524,49 +508,13 @@ class LikenessBot(discord.Client):
     async def deliver(self, exchange: Reply, submission: Submission) -> None:
         """Progress on the status message while the job runs, then the result; delivered once Discord has
         accepted it."""
-        follow = asyncio.create_task(self.follow(exchange, submission))
-        try:
-            finished = await self.studio.finish(submission)
-        finally:
-            follow.cancel()
-            await asyncio.wait([follow])
-            if not follow.cancelled() and (error := follow.exception()) is not None:
-                log.warning("progress of %s failed: %r", submission.generation_id, error)
+        finished = await finish_showing_progress(
+            self.studio, submission, exchange.status, status_text, self.progress_every_s
+        )
         attachments = [await self.studio.upload(path, exchange.upload_limit) for path in _shown(finished)]
         await exchange.post(result_text(exchange.user_id, finished), attachments, _view(finished))
         await self.studio.delivered(finished.generation_id)
         await exchange.done(f"`{finished.generation_id}` is done: the result is in the reply.")
-
-    async def follow(self, exchange: Reply, submission: Submission) -> None:
-        """The job's progress on the status message: its first state (the queue) at once, then the latest
-        at most once every `progress_every_s`. Runs until cancelled."""
-        latest = ""
-        changed, first_shown = asyncio.Event(), asyncio.Event()
-
-        async def read() -> None:
-            nonlocal latest
-            async for event in submission.handle.events():
-                if (progress := progress_text(event)) is not None:
-                    latest = status_text(submission, progress)
-                    changed.set()
-                    await first_shown.wait()
-
-        reader = asyncio.create_task(read())
-        try:
-            shown = ""
-            while True:
-                await changed.wait()
-                changed.clear()
-                if latest != shown:
-                    shown = latest
-                    await exchange.status(shown)
-                    first_shown.set()
-                    await asyncio.sleep(self.progress_every_s)
-        finally:
-            reader.cancel()
-            await asyncio.wait([reader])
-            if not reader.cancelled() and (error := reader.exception()) is not None:
-                log.warning("progress of %s stopped: %r", submission.generation_id, error)
 
 
 def reference_photo(path: Path) -> bytes:

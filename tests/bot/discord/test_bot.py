@@ -27,10 +27,11 @@ import pytest_asyncio
 from PIL import Image
 from typer.testing import CliRunner
 
-from bot.cli_serve import NO_TOKEN, serve_app
+from bot.cli_serve import serve_app
 from bot.commands import parse_portrait, request_text
-from bot.discord_bot import LikenessBot, discord_endpoints, portrait_text
-from bot.discord_views import CUSTOM_ID
+from bot.discord.bot import LikenessBot, discord_endpoints, portrait_text
+from bot.discord.cli import NO_TOKEN
+from bot.discord.views import CUSTOM_ID
 from bot.errors import BadFlag
 from bot.ledger import Generation, Ledger
 from bot.server_settings import ServerSettingsStore
@@ -399,7 +400,7 @@ async def test_an_unexpected_error_gets_an_apology_with_an_error_id(
 
     monkeypatch.setattr(running.studio, "variation", broken)
     fake = running.fake
-    with caplog.at_level(logging.ERROR, logger="bot.discord_bot"):
+    with caplog.at_level(logging.ERROR, logger="bot.discord.bot"):
         click = await fake.click(posted.id, f"likeness:select:{posted.generation_id}:1", user=ALICE)
         apology = await fake.wait_for(lambda: ephemeral_of(fake, click))
     match = re.search(r"error id: (e_[0-9a-z]{12})$", apology["content"])

@@ -1,5 +1,5 @@
 """Messages that mention the bot work like /portrait: a real discord.py client against the local fake of
-Discord (tests/discord_fake.py), with the fake runner of tests/bot/test_discord_commands.py (no model runs).
+Discord (tests/discord_fake.py), with the fake runner of tests/bot/discord/test_commands.py (no model runs).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import pytest
 import pytest_asyncio
 
 from bot.character_desk import Actor
-from bot.discord_bot import discord_endpoints, intents, mentioned_prompt
+from bot.discord.bot import discord_endpoints, intents, mentioned_prompt
 from bot.ledger import Generation
 from bot.studio import Studio
 from router.catalog import Catalog
-from tests.bot.test_discord_commands import ASTRONAUT, Bot, FakeRunner, make_studio, start, stop
+from tests.bot.discord.test_commands import ASTRONAUT, Bot, FakeRunner, make_studio, start, stop
 from tests.discord_fake import (
     BOT_USER_ID,
     GUILD_MESSAGES_INTENT,
@@ -165,7 +165,7 @@ async def test_an_unexpected_error_gets_a_reply_with_an_error_id(
 
     monkeypatch.setattr(running.studio, "portrait", broken)
     fake = running.fake
-    with caplog.at_level(logging.ERROR, logger="bot.discord_bot"):
+    with caplog.at_level(logging.ERROR, logger="bot.discord.bot"):
         typed = await fake.say(f"{fake.mention()} a lighthouse keeper", user=ALICE)
         apology = await fake.wait_for(lambda: reply_to(fake, typed, files=False))
     match = re.search(r"error id: (e_[0-9a-z]{12})$", apology["content"])
