@@ -13,6 +13,7 @@ import hashlib
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +151,10 @@ class Studio:
         # Chat adapters pass the store: its limits and the fast-lane allowance then apply. The command
         # line runs for its own user and leaves it out.
         self.server_settings = server_settings
-        self._member_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        # One lock per member while they have a request being checked and recorded (see `_submit`).
+        self._member_locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self.upload_bytes = upload_bytes
         self.ledger = ledger
         self.catalog = catalog
@@ -627,9 +631,11 @@ class Studio:
         return await self._submit(origin, spec, request_info, route_info, queue, text, "; ".join(reasons))
 
     def _member_lock(self, origin: Origin) -> asyncio.Lock:
-        """One lock per member (a few hundred bytes each; members are few)."""
         key = (origin.platform, origin.server_id, origin.user_id)
-        return self._member_locks.setdefault(key, asyncio.Lock())
+        lock = self._member_locks.get(key)
+        if lock is None:
+            lock = self._member_locks[key] = asyncio.Lock()
+        return lock
 
     def _queue_of(self, profile_name: str) -> str:
         profile = self.catalog.get(profile_name)

@@ -51,6 +51,7 @@ from jobs.pipelines import (
 from jobs.queue import ARQ_FUNCTION, EventPublisher, arq_redis_settings, publish_event
 from jobs.settings import WorkerSettings
 from jobs.spec import (
+    FROM_IMAGE_KINDS,
     SPEC_VERSION,
     JobResult,
     JobSpec,
@@ -196,7 +197,7 @@ class JobRunner:
         pipeline = None
         if recipe.family != "lanczos":
             pipeline, timings["load"] = self._pipeline(spec, recipe, progress)
-        source = _decode_image(spec.source().data) if spec.kind in ("vary", "upscale", "animate") else None
+        source = _decode_image(spec.source().data) if spec.kind in FROM_IMAGE_KINDS else None
         started = time.perf_counter()
         made = Made(images=[], timings=timings)
         if spec.kind == "upscale":

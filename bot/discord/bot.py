@@ -16,7 +16,6 @@ import io
 import logging
 import re
 import unicodedata
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -233,12 +232,9 @@ class LikenessBot(discord.Client):
         self.resumed: asyncio.Future[list[Outcome]] | None = None  # what the start's Courier did
         self.tree: app_commands.CommandTree[LikenessBot] = app_commands.CommandTree(self)
         self._working: set[asyncio.Task[Any]] = set()  # the handlers running now
-        # One submission at a time per member and server, so that the in-flight limit holds under bursts.
-        self._submitting: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
         # A few submissions at a time (each is several ledger transactions): under a burst the event loop
-        # stays free to acknowledge the next interactions within Discord's 3 s.
+        # stays free to acknowledge the next interactions within Discord's 3 s. (The Studio takes one
+        # member's submissions in turn, so their limits hold.)
         self._submissions = asyncio.Semaphore(SUBMITTING_AT_ONCE)
 
     async def setup_hook(self) -> None:
@@ -365,7 +361,7 @@ class LikenessBot(discord.Client):
             # the public "thinking…".
             parse_portrait(text)
             await exchange.ack()
-            async with self.submitting(origin):
+            async with self._submissions:
                 submission = await self.studio.portrait(origin, text)
             await self.deliver(exchange, submission)
 
@@ -386,7 +382,7 @@ class LikenessBot(discord.Client):
                 user_id=str(message.author.id),
             )
             parse_portrait(text)
-            async with self.submitting(origin):
+            async with self._submissions:
                 submission = await self.studio.portrait(origin, text)
             await self.deliver(exchange, submission)
 
@@ -406,7 +402,7 @@ class LikenessBot(discord.Client):
             if action == "select":
                 await self.select(exchange, origin, generation_id, index)
             else:
-                async with self.submitting(origin):
+                async with self._submissions:
                     submission = await self.studio.press(origin, action, generation_id, index)
                 await self.deliver(exchange, submission)
 
@@ -484,17 +480,6 @@ class LikenessBot(discord.Client):
         desk_of(interaction)
         await may_create(interaction, actor)
         return await self.studio.variation(origin, generation_id, index)
-
-    @asynccontextmanager
-    async def submitting(self, origin: Origin) -> AsyncIterator[None]:
-        """A member's submissions one after the other: the Studio checks the limits, then records; two at
-        once would both pass the in-flight check."""
-        key = (origin.server_id, origin.user_id)
-        lock = self._submitting.get(key)
-        if lock is None:
-            lock = self._submitting[key] = asyncio.Lock()
-        async with lock, self._submissions:
-            yield
 
     async def select(self, exchange: Exchange, origin: Origin, generation_id: str, index: int) -> None:
         """U k: variation k on its own, with the buttons for one image."""

@@ -41,6 +41,7 @@ from jobs.settings import WorkerSettings
 from jobs.spec import JobResult, JobSpec, ProgressEvent
 from jobs.worker import JobRunner
 from router.catalog import Catalog
+from tests.bot.discord.support import connect, disconnect, serving
 from tests.discord_fake import (
     DEFERRED_CHANNEL_MESSAGE,
     EPHEMERAL,
@@ -48,7 +49,6 @@ from tests.discord_fake import (
     FakeDiscord,
     Interaction,
     custom_ids,
-    snowflake,
     user_payload,
 )
 
@@ -103,30 +103,17 @@ async def start_bot(fake: FakeDiscord, data_dir: Path, models_dir: Path, catalog
         server_settings=ServerSettingsStore(ledger),
     )
     bot = LikenessBot(studio, progress_every_s=PROGRESS_EVERY_S)
-    identified = fake.identified
-    running = Running(fake, bot, studio, gate, asyncio.create_task(bot.start(TOKEN)))
-    try:
-        await fake.wait_for(lambda: fake.identified > identified or None, timeout=30)
-        await asyncio.wait_for(bot.wait_until_ready(), timeout=30)
-    except BaseException:
-        await stop_bot(running)
-        raise
-    return running
+    return Running(fake, bot, studio, gate, await connect(fake, bot, studio))
 
 
 async def stop_bot(running: Running) -> None:
-    await running.bot.close()
-    await asyncio.wait([running.task])
-    await running.studio.queue.close()
-    running.task.result()  # a bot that crashed fails the test
+    await disconnect(running.bot, running.task, running.studio)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def fake() -> AsyncIterator[FakeDiscord]:
-    server = await FakeDiscord(guilds={snowflake(): snowflake(), snowflake(): snowflake()}).start()
-    with discord_endpoints(server.api_base, server.gateway_url):
+    async with serving(guilds=2) as server:
         yield server
-    await server.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

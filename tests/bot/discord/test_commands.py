@@ -19,7 +19,7 @@ from PIL import Image
 from skimage import data
 
 from bot.character_desk import Actor, CharacterDesk
-from bot.discord.bot import LikenessBot, discord_endpoints
+from bot.discord.bot import LikenessBot
 from bot.ledger import Ledger
 from bot.server_settings import ServerSettingsStore
 from bot.studio import Studio, plan_portrait
@@ -28,15 +28,14 @@ from characters.store import CharacterStore
 from jobs.queue import LocalQueue
 from jobs.spec import JobResult, JobSpec, ProgressEvent, ResultImage
 from router.catalog import Catalog
+from tests.bot.discord.support import connect, disconnect, serving
 from tests.discord_fake import (
     EPHEMERAL,
     LABEL,
     MODAL,
-    TOKEN,
     FakeDiscord,
     Interaction,
     custom_ids,
-    snowflake,
     user_payload,
 )
 
@@ -144,22 +143,11 @@ async def start(fake: FakeDiscord, studio: Studio, runner: FakeRunner, **options
         progress_every_s=0.2,
         **options,
     )
-    identified = fake.identified
-    running = Bot(fake, bot, studio, runner, asyncio.create_task(bot.start(TOKEN)))
-    try:
-        await fake.wait_for(lambda: fake.identified > identified or None, timeout=30)
-        await asyncio.wait_for(bot.wait_until_ready(), timeout=30)
-    except BaseException:
-        await stop(running)
-        raise
-    return running
+    return Bot(fake, bot, studio, runner, await connect(fake, bot, studio))
 
 
 async def stop(running: Bot) -> None:
-    await running.bot.close()
-    await asyncio.wait([running.task])
-    await running.studio.queue.close()
-    running.task.result()
+    await disconnect(running.bot, running.task, running.studio)
 
 
 def answer_of(fake: FakeDiscord, interaction: Interaction) -> dict[str, Any] | None:
@@ -177,10 +165,8 @@ async def answer(fake: FakeDiscord, interaction: Interaction) -> dict[str, Any]:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def fake() -> AsyncIterator[FakeDiscord]:
-    server = await FakeDiscord(guilds={snowflake(): snowflake(), snowflake(): snowflake()}).start()
-    with discord_endpoints(server.api_base, server.gateway_url):
+    async with serving(guilds=2) as server:
         yield server
-    await server.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

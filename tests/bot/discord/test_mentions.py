@@ -15,10 +15,11 @@ import pytest
 import pytest_asyncio
 
 from bot.character_desk import Actor
-from bot.discord.bot import discord_endpoints, intents, mentioned_prompt
+from bot.discord.bot import intents, mentioned_prompt
 from bot.ledger import Generation
 from bot.studio import Studio
 from router.catalog import Catalog
+from tests.bot.discord.support import serving
 from tests.bot.discord.test_commands import ASTRONAUT, Bot, FakeRunner, make_studio, start, stop
 from tests.discord_fake import (
     BOT_USER_ID,
@@ -26,7 +27,6 @@ from tests.discord_fake import (
     MESSAGE_CONTENT_INTENT,
     FakeDiscord,
     custom_ids,
-    snowflake,
     user_payload,
 )
 
@@ -39,10 +39,8 @@ HELPER_BOT = user_payload(6_003, "helper", bot=True)
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def fake() -> AsyncIterator[FakeDiscord]:
-    server = await FakeDiscord(guilds={snowflake(): snowflake()}).start()
-    with discord_endpoints(server.api_base, server.gateway_url):
+    async with serving(guilds=1) as server:
         yield server
-    await server.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
