@@ -435,7 +435,9 @@ class FakeSlack:
         }
         return await self.send(url, json.dumps(envelope), "application/json", **signing)
 
-    async def mention(self, url: str, text: str, *, team: str, channel: str, user: str) -> Sent:
+    async def mention(
+        self, url: str, text: str, *, team: str, channel: str, user: str, thread_ts: str | None = None
+    ) -> Sent:
         ts = self._ts()
         event = {
             "type": "app_mention",
@@ -445,6 +447,7 @@ class FakeSlack:
             "channel": channel,
             "event_ts": ts,
             "team": team,
+            **({"thread_ts": thread_ts} if thread_ts else {}),
         }
         return await self.event(url, event, team=team)
 

@@ -459,6 +459,24 @@ async def test_an_app_mention_works_like_portrait(running: Running, posted: Post
 
 
 @in_module_loop
+async def test_a_mention_in_a_thread_is_answered_in_that_thread(running: Running) -> None:
+    fake = running.fake
+    first, known = len(fake.calls), grids(fake)
+    thread = "1700000000.000100"
+    sent = await fake.mention(
+        running.url, "a lighthouse keeper --n 1 --steps 1", team=TEAMS[0], channel=CHANNEL, user=ALICE,
+        thread_ts=thread,
+    )  # fmt: skip
+    assert sent.status == 200
+    buttons = await fake.wait_for(lambda: new_grid(fake, known))
+    await delivered(running.studio, generation_of(buttons))
+    posts = [
+        c for c in fake.calls[first:] if c.method in ("chat.postMessage", "files.completeUploadExternal")
+    ]
+    assert posts and all(c.args.get("thread_ts") == thread for c in posts), [c.args for c in posts]
+
+
+@in_module_loop
 async def test_slacks_retries_of_an_event_are_not_served_twice(running: Running) -> None:
     fake = running.fake
     runs = len(running.painter.runs)
