@@ -9,18 +9,35 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
 
 from bot.errors import UserError
 from characters.card import Card, CardError, read_card, write_card
 from characters.images import ImageStore
-from characters.reference import ReferenceRejected, prepare_reference
+from characters.reference import MAX_BYTES, ReferenceRejected, prepare_reference
 from characters.store import Character, CharacterError, CharacterStore
 
 
 class CharacterRefused(UserError):
     """A character operation was refused; the message comes from characters/ and says why."""
+
+
+def variation_photo(path: Path) -> bytes:
+    """A generated variation's file as a character's reference photo (Save as character): the PNG itself,
+    or a JPEG of it where the PNG is over the photo limit (a large upscale)."""
+    data = path.read_bytes()
+    if len(data) <= MAX_BYTES:
+        return data
+    with Image.open(io.BytesIO(data)) as image:
+        image.thumbnail((4096, 4096))
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True)

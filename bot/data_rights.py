@@ -30,6 +30,14 @@ class Forgotten:
     files: int
     characters: int
 
+    def text(self) -> str:
+        """What was removed, in words for the user (the same on every platform)."""
+        return (
+            f"Done: {self.characters} character(s) with their photos, {self.generations} generation(s) and "
+            f"{self.files} file(s) of yours are gone from this Likeness. Images others made from yours stay "
+            "theirs."
+        )
+
 
 async def forget_user(
     ledger: Ledger,

@@ -35,3 +35,7 @@ class JobTimedOut(UserError):
 class GenerationRefused(UserError):
     """A button or command names a generation it cannot act on: unknown here, from another server, not
     finished, failed, or without the variation asked for."""
+
+
+class NotAManager(UserError):
+    """Only the server's (workspace's) managers may do this."""

@@ -7,11 +7,12 @@ check who may change them (managers); this module only validates and stores.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
-from bot.errors import UserError
+from bot.errors import NotAManager, UserError
 from bot.ledger import Ledger
 from router.sizes import ASPECT_RATIOS
 
@@ -43,6 +44,37 @@ _BOUNDS: dict[str, tuple[int, int]] = {
     "fast_daily_limit": (0, 100_000),
 }
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(ServerSettings))
+_ON = ("on", "true", "yes", "1")
+_OFF = ("off", "false", "no", "0")
+_WHOLE = re.compile(r"[+-]?\d{1,9}")
+
+
+def setting_value(name: str, text: str) -> Any:
+    """A typed value from what a manager typed in chat; what cannot be read is passed on as typed, for
+    `validated` to name in its BadSetting."""
+    typed = text.strip()
+    if name == "fast_lane":
+        if typed.casefold() in _ON:
+            return True
+        if typed.casefold() in _OFF:
+            return False
+        return typed
+    if name == "character_creators":
+        return typed.casefold()
+    if name == "default_aspect":
+        return typed
+    return int(typed) if _WHOLE.fullmatch(typed) else typed
+
+
+def settings_text(settings: ServerSettings, title: str) -> str:
+    """The settings as chat text (Discord markdown and Slack mrkdwn read it alike): one `name`: value
+    per line under `title`."""
+    values = asdict(settings)
+
+    def shown(value: Any) -> str:
+        return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+    return title + "\n" + "\n".join(f"`{name}`: {shown(values[name])}" for name in SETTING_NAMES)
 
 
 def validated(settings: ServerSettings, changes: dict[str, Any]) -> ServerSettings:
@@ -99,3 +131,15 @@ class ServerSettingsStore:
                 (platform, server_id, json.dumps(asdict(settings)), time.time()),
             )
         return settings
+
+    async def check_may_create(
+        self, platform: str, server_id: str, *, is_manager: bool, place: str, managers: str
+    ) -> None:
+        """Refuse unless the server's `character_creators` lets this member create characters. `place`
+        and `managers` word the refusal for the platform ("server", "Manage Server")."""
+        if is_manager:
+            return
+        if (await self.get(platform, server_id)).character_creators == "managers":
+            raise NotAManager(
+                f"on this {place} only its managers ({managers}) create characters; ask one of them"
+            )

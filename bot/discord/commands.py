@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
-from dataclasses import asdict
 from typing import Any, Protocol, cast
 
 import discord
@@ -23,11 +21,18 @@ from discord import app_commands
 from bot.attachments import fetch_attachment
 from bot.character_desk import Actor, CharacterDesk, CharacterRefused
 from bot.commands import MAX_PROMPT_CHARS
+from bot.data_rights import forget_user
 from bot.discord.replies import APOLOGY, MISSING, fit
 from bot.discord.views import cancel_view
-from bot.errors import UserError
-from bot.ledger import Generation
-from bot.server_settings import SETTING_NAMES, BadSetting, ServerSettingsStore
+from bot.errors import NotAManager, UserError
+from bot.open_requests import WAITING, open_requests
+from bot.server_settings import (
+    SETTING_NAMES,
+    BadSetting,
+    ServerSettingsStore,
+    setting_value,
+    settings_text,
+)
 from bot.studio import Studio, plan_portrait
 from characters.reference import MAX_BYTES
 from characters.store import Character
@@ -39,9 +44,6 @@ PLATFORM = "discord"
 MAX_CHOICES = 25  # Discord shows at most 25 autocomplete choices
 CHOICE_NAME = 100  # characters in a choice's label
 CARD_MAX_BYTES = 10 * 1024 * 1024
-_ON = ("on", "true", "yes", "1")
-_OFF = ("off", "false", "no", "0")
-_WHOLE = re.compile(r"[+-]?\d{1,9}")
 
 
 class CommandHost(Protocol):
@@ -50,10 +52,6 @@ class CommandHost(Protocol):
     studio: Studio
     attachment_hosts: frozenset[str]
     allow_http_attachments: bool
-
-
-class NotAManager(UserError):
-    """Only the server's managers may do this."""
 
 
 def host_of(interaction: discord.Interaction[Any]) -> CommandHost:
@@ -88,12 +86,14 @@ def settings_store_of(interaction: discord.Interaction[Any]) -> ServerSettingsSt
 async def may_create(interaction: discord.Interaction[Any], actor: Actor) -> None:
     """Refuse unless the server's `character_creators` lets this member create characters."""
     store = host_of(interaction).studio.server_settings
-    if store is not None and not actor.is_manager:
-        settings = await store.get(actor.platform, actor.server_id)
-        if settings.character_creators == "managers":
-            raise NotAManager(
-                "on this server only its managers (Manage Server) create characters; ask one of them"
-            )
+    if store is not None:
+        await store.check_may_create(
+            actor.platform,
+            actor.server_id,
+            is_manager=actor.is_manager,
+            place="server",
+            managers="Manage Server",
+        )
 
 
 class Private:
@@ -368,27 +368,6 @@ async def character_export(interaction: discord.Interaction[Any], name: str) -> 
 # --- /settings -------------------------------------------------------------------------------------------
 
 
-def setting_value(name: str, text: str) -> Any:
-    """A typed value from what a manager typed; what cannot be read is passed on for BadSetting to name."""
-    typed = text.strip()
-    if name == "fast_lane":
-        if typed.casefold() in _ON:
-            return True
-        if typed.casefold() in _OFF:
-            return False
-        return typed
-    if name in ("default_aspect", "character_creators"):
-        return typed.casefold() if name == "character_creators" else typed
-    return int(typed) if _WHOLE.fullmatch(typed) else typed
-
-
-def settings_text(values: dict[str, Any], title: str) -> str:
-    def shown(value: Any) -> str:
-        return ("on" if value else "off") if isinstance(value, bool) else str(value)
-
-    return title + "\n" + "\n".join(f"`{name}`: {shown(values[name])}" for name in SETTING_NAMES)
-
-
 @app_commands.command(name="settings", description="Show this server's Likeness settings, or change one.")
 @app_commands.guild_only()
 @app_commands.default_permissions(manage_guild=True)
@@ -408,7 +387,7 @@ async def settings_command(
         store = settings_store_of(interaction)
         if setting is None and value is None:
             current = await store.get(actor.platform, actor.server_id)
-            await answer.send(settings_text(asdict(current), "This server's settings:"))
+            await answer.send(settings_text(current, "This server's settings:"))
             return
         if setting is None or value is None:
             raise BadSetting("give both a setting and its value, or neither to see them all")
@@ -416,72 +395,10 @@ async def settings_command(
             actor.platform, actor.server_id, **{setting.value: setting_value(setting.value, value)}
         )
         log.info("server %s: %s set %s to %r", actor.server_id, actor.user_id, setting.value, value)
-        await answer.send(
-            settings_text(asdict(changed), f"Changed `{setting.value}`. This server's settings:")
-        )
+        await answer.send(settings_text(changed, f"Changed `{setting.value}`. This server's settings:"))
 
 
 # --- /queue ----------------------------------------------------------------------------------------------
-
-_STATES = {"recorded": "recorded", "queued": "queued", "running": "running", "finished": "finished, posting"}
-
-
-WAITING = ("recorded", "queued")  # what Cancel may still take off the queue
-
-
-async def queue_lines(studio: Studio, actor: Actor, now: float) -> list[str]:
-    """One line per open generation of this member in this server: its state, position and ETA."""
-    return [line for _, line in await open_requests(studio, actor, now)]
-
-
-async def open_requests(studio: Studio, actor: Actor, now: float) -> list[tuple[Generation, str]]:
-    """The open generations of this member in this server, each with its line: state, position and ETA."""
-    everyone = await studio.ledger.open_generations()
-    mine = [
-        g
-        for g in everyone
-        if (g.platform, g.server_id, g.user_id) == (actor.platform, actor.server_id, actor.user_id)
-    ]
-    lines: list[tuple[Generation, str]] = []
-    for generation in mine:
-        line = f"`{generation.id}` · {generation.kind} · {_STATES.get(generation.status, generation.status)}"
-        if generation.status in WAITING:
-            ahead = _ahead(everyone, generation)
-            line += " · next up" if ahead == 0 else f" · {ahead} ahead"
-            status = await studio.queue.status(generation.queue, _profile(generation))
-            if status.eta_s is not None and status.waiting:
-                per_job = status.eta_s / status.waiting
-                line += f" · about {per_job * (ahead + 1):.0f} s"
-            if status.workers == 0:
-                line += f" · no worker serves {_profile(generation)} right now"
-        line += f" · asked {_ago(now - generation.created_at)} ago"
-        lines.append((generation, line))
-    return lines
-
-
-def _ahead(everyone: list[Generation], generation: Generation) -> int:
-    """Open, unfinished generations of the same queue recorded before this one (the ledger's order)."""
-    return sum(
-        1
-        for g in everyone
-        if g.queue == generation.queue
-        and g.status in ("recorded", "queued", "running")
-        and g.created_at < generation.created_at
-    )
-
-
-def _profile(generation: Generation) -> str:
-    recipe = generation.spec.get("recipe") or {}
-    return str(recipe.get("profile") or generation.queue)
-
-
-def _ago(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 @app_commands.command(name="queue", description="Your requests in this server that are not done yet.")
@@ -530,9 +447,33 @@ async def route_command(
         await answer.send(route_text(prompt, host_of(interaction).studio))
 
 
+# --- /forget-me ------------------------------------------------------------------------------------------
+
+
+@app_commands.command(
+    name="forget-me",
+    description="Remove your characters and generations (files included) from this Likeness, everywhere.",
+)
+@app_commands.describe(confirm="Yes, remove everything of mine. This cannot be undone.")
+async def forget_me_command(interaction: discord.Interaction[Any], confirm: bool = False) -> None:
+    async with answering(interaction) as answer:
+        if not confirm:
+            raise UserError(
+                "this removes every character and generation of yours on this Likeness, in every server, "
+                "for good: run /forget-me again with confirm: True"
+            )
+        studio = host_of(interaction).studio
+        forgotten = await forget_user(
+            studio.ledger, studio.generations_dir, studio.characters, PLATFORM, str(interaction.user.id)
+        )
+        log.info("forgot user %s: %s", interaction.user.id, forgotten)
+        await answer.send(forgotten.text())
+
+
 COMMANDS: tuple[app_commands.Command[Any, Any, Any] | app_commands.Group, ...] = (
     character_group,
     settings_command,
     queue_command,
     route_command,
+    forget_me_command,
 )

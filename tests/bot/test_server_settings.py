@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from bot.errors import NotAManager
 from bot.ledger import Ledger
-from bot.server_settings import BadSetting, ServerSettings, ServerSettingsStore
+from bot.server_settings import (
+    BadSetting,
+    ServerSettings,
+    ServerSettingsStore,
+    setting_value,
+    settings_text,
+)
 
 
 @pytest.fixture
@@ -61,3 +68,46 @@ async def test_a_setting_from_a_newer_version_is_ignored(store: ServerSettingsSt
             ("discord", "s1", json.dumps({"user_daily_limit": 3, "future_knob": 1})),
         )
     assert (await store.get("discord", "s1")).user_daily_limit == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "typed", "value"),
+    [
+        ("fast_lane", " ON ", True),
+        ("fast_lane", "no", False),
+        ("fast_lane", "maybe", "maybe"),
+        ("character_creators", "Managers", "managers"),
+        ("default_aspect", " 2:3 ", "2:3"),
+        ("user_daily_limit", "250", 250),
+        ("user_daily_limit", "-3", -3),
+        ("user_daily_limit", "lots", "lots"),
+    ],
+)
+def test_typed_values_are_read_and_what_cannot_be_read_is_passed_on(
+    name: str, typed: str, value: object
+) -> None:
+    assert setting_value(name, typed) == value
+
+
+async def test_a_value_that_cannot_be_read_is_named_by_the_refusal(store: ServerSettingsStore) -> None:
+    with pytest.raises(BadSetting, match=r"whole number from 0 to 100000.*'lots'"):
+        await store.update("slack", "T1", user_daily_limit=setting_value("user_daily_limit", "lots"))
+
+
+def test_settings_text_shows_every_setting_once() -> None:
+    shown = settings_text(ServerSettings(fast_lane=False), "Settings:")
+    lines = shown.splitlines()
+    assert lines[0] == "Settings:" and len(lines) == 1 + len(vars(ServerSettings()))
+    assert "`fast_lane`: off" in lines and "`default_aspect`: 1:1" in lines
+
+
+async def test_only_managers_create_characters_where_the_server_says_so(store: ServerSettingsStore) -> None:
+    async def member_creates(server: str) -> None:
+        await store.check_may_create("slack", server, is_manager=False, place="workspace", managers="admins")
+
+    await member_creates("T1")
+    await store.update("slack", "T1", character_creators="managers")
+    with pytest.raises(NotAManager, match=r"on this workspace only its managers \(admins\)"):
+        await member_creates("T1")
+    await store.check_may_create("slack", "T1", is_manager=True, place="workspace", managers="admins")
+    await member_creates("T2")

@@ -658,3 +658,38 @@ async def test_portrait_framework_options_reach_the_request_in_order(running: Bo
     assert record.spec["prompt"].startswith(
         'an old fisherman, a yellow oilskin, a harbour at dawn, "golden" hour --seed 3, 85mm lens, weathered'
     )
+
+
+# --- /forget-me ------------------------------------------------------------------------------------------
+
+CARL = user_payload(3_004, "carl")
+
+
+@in_module_loop
+async def test_forget_me_asks_for_confirmation_then_removes_the_members_characters_and_generations(
+    running: Bot, mara: dict[str, Any]
+) -> None:
+    fake, guild, studio = running.fake, running.guild, running.studio
+    photo = fake.attachment("carl.jpg", ASTRONAUT, "image/jpeg")
+    typed = await fake.slash(
+        "character", subcommand="create", guild_id=guild, user=CARL, name="carl", image=photo, consent=True
+    )
+    assert "is ready" in (await answer(fake, typed))["content"]
+    typed = await fake.slash("portrait", guild_id=guild, user=CARL, prompt="a lighthouse keeper", count=1)
+    posted = await fake.wait_for(lambda: _result(fake, typed))
+    (made,) = [g for g in await _all(studio) if g.id in posted["content"]]
+    assert (studio.generations_dir / made.id).is_dir()
+
+    typed = await fake.slash("forget-me", user=CARL, guild_id=guild)
+    assert "confirm: True" in (await answer(fake, typed))["content"]
+    assert await studio.ledger.get(made.id) is not None  # nothing removed without the confirmation
+
+    typed = await fake.slash("forget-me", user=CARL, guild_id=guild, confirm=True)
+    said = (await answer(fake, typed))["content"]
+    assert "1 character(s)" in said and "1 generation(s)" in said
+    assert await studio.ledger.get(made.id) is None
+    assert not (studio.generations_dir / made.id).exists()
+    desk = studio.characters
+    assert desk is not None
+    left = {c.name: c.owner_id for c in await desk.list(running.actor(CARL))}
+    assert "carl" not in left and left["mara"] == ALICE["id"]  # others keep theirs

@@ -1,0 +1,65 @@
+"""A member's open requests in one server, as `/queue` shows them: state, place in line and a rough wait.
+
+Platform-free: the chat adapters show the lines (backticks read as code on Discord and Slack alike) and
+offer Cancel for the ones still waiting.
+"""
+
+from __future__ import annotations
+
+from bot.character_desk import Actor
+from bot.ledger import Generation
+from bot.studio import Studio
+
+STATES = {"recorded": "recorded", "queued": "queued", "running": "running", "finished": "finished, posting"}
+WAITING = ("recorded", "queued")  # what Cancel may still take off the queue
+
+
+async def open_requests(studio: Studio, actor: Actor, now: float) -> list[tuple[Generation, str]]:
+    """The open generations of this member in this server, each with its line: state, position and ETA."""
+    everyone = await studio.ledger.open_generations()
+    mine = [
+        g
+        for g in everyone
+        if (g.platform, g.server_id, g.user_id) == (actor.platform, actor.server_id, actor.user_id)
+    ]
+    lines: list[tuple[Generation, str]] = []
+    for generation in mine:
+        line = f"`{generation.id}` · {generation.kind} · {STATES.get(generation.status, generation.status)}"
+        if generation.status in WAITING:
+            ahead = _ahead(everyone, generation)
+            line += " · next up" if ahead == 0 else f" · {ahead} ahead"
+            status = await studio.queue.status(generation.queue, _profile(generation))
+            if status.eta_s is not None and status.waiting:
+                per_job = status.eta_s / status.waiting
+                line += f" · about {per_job * (ahead + 1):.0f} s"
+            if status.workers == 0:
+                line += f" · no worker serves {_profile(generation)} right now"
+        line += f" · asked {ago(now - generation.created_at)} ago"
+        lines.append((generation, line))
+    return lines
+
+
+def _ahead(everyone: list[Generation], generation: Generation) -> int:
+    """Open, unfinished generations of the same queue recorded before this one (the ledger's order)."""
+    return sum(
+        1
+        for g in everyone
+        if g.queue == generation.queue
+        and g.status in ("recorded", "queued", "running")
+        and g.created_at < generation.created_at
+    )
+
+
+def _profile(generation: Generation) -> str:
+    recipe = generation.spec.get("recipe") or {}
+    return str(recipe.get("profile") or generation.queue)
+
+
+def ago(seconds: float) -> str:
+    """A duration in words: "40 s", "12 min", "2.5 h"."""
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
