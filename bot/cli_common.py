@@ -19,6 +19,7 @@ from rich.text import Text
 from bot.character_desk import CharacterDesk
 from bot.errors import UserError
 from bot.ledger import Ledger
+from bot.redaction import SECRETS, SecretFileUnreadable, read_secret_files, secrets_of
 from bot.server_settings import ServerSettingsStore
 from bot.settings import BotSettings
 from bot.studio import Origin, Studio
@@ -45,7 +46,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def fail(message: str) -> NoReturn:
-    errors.print(Text.assemble(("error: ", "red"), message))  # user text is never read as markup
+    # User text is never read as markup; a secret that found its way into the message is blotted out.
+    errors.print(Text.assemble(("error: ", "red"), SECRETS.redact(message)))
     raise typer.Exit(2)
 
 
@@ -53,21 +55,28 @@ S = TypeVar("S", bound=SharedSettings)
 
 
 def load_settings(kind: type[S], **overrides: Any) -> S:
-    """Settings from the environment; a bad value names its variable and what is allowed."""
+    """Settings from the environment (secrets also from `…_FILE` files); a bad value names its variable and
+    what is allowed. The secrets among them are kept out of the logs from here on."""
     try:
-        return kind(**overrides)
+        read_secret_files()
+        settings = kind(**overrides)
+    except SecretFileUnreadable as exc:
+        fail(str(exc))
     except ValidationError as exc:
         problems = "; ".join(
             f"LIKENESS_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
             for error in exc.errors()
         )
         fail(f"bad setting: {problems}")
+    SECRETS.add(secrets_of(settings))
+    return settings
 
 
 def log_to_stderr(level: int) -> None:
-    logging.basicConfig(
-        level=level, format="%(message)s", handlers=[RichHandler(console=errors, show_path=False)]
-    )
+    """Log to the error console; every secret of the loaded settings shows as [secret]."""
+    handler = RichHandler(console=errors, show_path=False)
+    handler.addFilter(SECRETS)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
 
 
 def catalog_for(settings: SharedSettings) -> Catalog:
