@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 from PIL import Image
 from pydantic import ValidationError
@@ -56,6 +56,17 @@ SINGLE_IMAGE_BUTTONS: tuple[tuple[Action, str, str], ...] = (
 
 def button_id(action: Action, generation_id: str, index: int) -> str:
     return f"likeness:{action}:{generation_id}:{index}"
+
+
+def parse_button_id(text: str) -> tuple[Action, str, int]:
+    """(action, generation id, index) of a button's id; GenerationRefused for anything else. The id comes
+    from the user's side: parsing it proves only its shape, never that the clicker may act on it."""
+    match = BUTTON_ID.fullmatch(text)
+    if match is None:
+        raise GenerationRefused(
+            "this button is not one Likeness knows; use the buttons under a recent result"
+        )
+    return cast(Action, match["action"]), match["generation"], int(match["index"])
 
 
 VARY_SUBTLE = 0.35

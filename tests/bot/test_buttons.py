@@ -6,13 +6,20 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from bot.buttons import (
+    ACTIONS,
+    STARTS_FROM,
     VARY_STRONG,
     VARY_SUBTLE,
+    Action,
     animate_spec,
+    button_id,
     find_source,
+    parse_button_id,
     upscale_spec,
     vary_spec,
 )
@@ -207,3 +214,48 @@ async def test_animate_spec_carries_motion_and_the_upload_budget(
     assert (recipe.width, recipe.height) == (plan.width, plan.height)
     with pytest.raises(BadFlag, match="tiny-svd makes at most 8"):
         animate_spec(source, tiny_catalog, seed=3, max_bytes=2**20, seconds=5)
+
+
+# --- untrusted ids (property-based) ----------------------------------------------------------------------
+
+ANY_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=120)
+NEAR_IDS = st.builds(
+    lambda action, generation, index: f"likeness:{action}:{generation}:{index}",
+    st.sampled_from([*ACTIONS, "delete", ""]),
+    st.from_regex(r"g_[0-9a-z]{10,13}", fullmatch=True) | ANY_TEXT,
+    st.integers(-3, 12).map(str) | ANY_TEXT,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(NEAR_IDS | ANY_TEXT)
+def test_any_button_id_parses_or_is_refused_with_a_user_error(text: str) -> None:
+    try:
+        action, generation_id, index = parse_button_id(text)
+    except GenerationRefused:
+        return
+    assert button_id(action, generation_id, index) == text  # only what we could have made parses
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_every_button_we_make_parses_back(action: Action) -> None:
+    assert parse_button_id(button_id(action, GEN, 3)) == (action, GEN, 3)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    generation_id=st.sampled_from([GEN, "g_bbbbbbbbbbbb"]) | ANY_TEXT,
+    index=st.integers(-2, 6) | st.integers(-(2**31), 2**31),
+    action=st.sampled_from(sorted(STARTS_FROM)),
+    server=st.sampled_from(["s1", "s2", ""]),
+)
+async def test_a_forged_press_is_refused_with_a_user_error(
+    ledger: Ledger, tmp_path: Path, generation_id: str, index: int, action: str, server: str
+) -> None:
+    if await ledger.get(GEN) is None:
+        await add(ledger, tmp_path, GEN)
+    try:
+        source = await find_source(ledger, "discord", server, generation_id, index, action)
+    except GenerationRefused:
+        return
+    assert (server, source.generation.id, source.index) == ("s1", GEN, index)  # only s1's own, existing
