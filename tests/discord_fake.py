@@ -4,13 +4,19 @@ It serves one bot application on 127.0.0.1 (aiohttp, a free port) and speaks eno
 login (users/@me, oauth2/applications/@me), command sync (bulk overwrite), one gateway session at a time
 (HELLO, IDENTIFY → READY and GUILD_CREATE, heartbeats and their ACK, RESUME → RESUMED), interaction
 callbacks (modals among them), webhook follow-ups and edits (JSON or multipart with files), channel
-messages (replies, edits, deletes), and a CDN route for attachments. Tests act as users: `slash()`,
-`click()` and `submit()` (a modal) dispatch INTERACTION_CREATE, `say()` MESSAGE_CREATE. Every REST call is
-recorded (method, path, query, JSON payload, files, time, status) for assertions.
+messages (replies, edits, deletes, the history), and a CDN route for attachments. Tests act as users:
+`slash()`, `click()` and `submit()` (a modal) dispatch INTERACTION_CREATE, `say()` MESSAGE_CREATE. Every REST
+call is recorded (method, path, query, JSON payload, files, time, status, the message it made) for
+assertions; `fail()`, `rate_limit()` and `hold()` (carried out, never answered) inject what goes wrong.
 
 Discord's rules that matter to a bot are kept: an interaction must be acknowledged within 3 s and only once
 (10062 Unknown interaction, 40060 already acknowledged); its token works for 15 minutes (50027 after);
 the first follow-up after a "thinking" acknowledgement takes that message's place, keeping its visibility.
+A channel message sent with a `nonce` and `enforce_nonce` is created once: the same author sending the same
+nonce again within a few minutes (`nonce_window_s`) gets the message already made, and no new one; a nonce
+is at most 25 characters. The history (GET /channels/{id}/messages, newest first, `limit`, `before`,
+`after`) leaves out ephemeral messages and carries no nonces, and is empty where the bot lacks Read Message
+History (`no_history`), as Discord documents.
 Messages reach the bot only with the Guild Messages intent, and their content only with Message Content,
 or where they mention the bot.
 Responses carry `Content-Type: application/json` exactly (discord.py parses nothing else as JSON), and a
@@ -40,6 +46,8 @@ APP_ID = 1_100_000_000_000_000_001
 BOT_USER_ID = APP_ID
 EVERYONE_PERMISSIONS = str(0x0000_0000_0004_0000 | 0x0000_0000_0000_0400 | 0x0000_0000_0000_0800 | 0x8000)
 ACK_WINDOW_S = 3.0
+NONCE_WINDOW_S = 120.0  # Discord: "the past few minutes"
+MAX_NONCE_CHARS = 25
 TOKEN_LIFETIME_S = 15 * 60.0
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 
@@ -305,6 +313,7 @@ class Call:
     files: list[Upload]
     at: float  # time.monotonic() on arrival
     status: int = 0
+    created: int | None = None  # the id of the message this call made, if it made one
 
     @property
     def content(self) -> str:
@@ -380,11 +389,15 @@ class FakeDiscord:
         guilds: dict[int, int] | None = None,
         ack_window_s: float = ACK_WINDOW_S,
         token_lifetime_s: float = TOKEN_LIFETIME_S,
+        nonce_window_s: float = NONCE_WINDOW_S,
     ) -> None:
         self.token = token
         self.guilds = guilds if guilds is not None else {snowflake(): snowflake()}  # guild id → its channel
         self.ack_window_s = ack_window_s
         self.token_lifetime_s = token_lifetime_s
+        self.nonce_window_s = nonce_window_s
+        self.nonces: dict[tuple[str, str], tuple[int, float]] = {}  # (author, nonce) → (message, made at)
+        self.no_history: set[int] = set()  # channels where the bot lacks Read Message History
         self.bot_user = user_payload(BOT_USER_ID, "Likeness", bot=True)
         self.calls: list[Call] = []
         self.messages: dict[int, dict[str, Any]] = {}
@@ -400,6 +413,9 @@ class FakeDiscord:
         self._sessions: set[_Session] = set()
         self._rate_limits: list[tuple[str, str, float]] = []  # (method, path prefix, retry_after)
         self._failures: list[tuple[str, str, int, int]] = []  # (method, path prefix, status, code)
+        # (method, path prefix, which calls): carried out, their answer held back
+        self._holds: list[tuple[str, str, Callable[[Call], bool]]] = []
+        self._closing = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._runner: web.AppRunner | None = None
@@ -421,16 +437,20 @@ class FakeDiscord:
         route("POST", API + "/webhooks/{app}/{token}", self._follow_up)
         route("*", API + "/webhooks/{app}/{token}/messages/{message}", self._webhook_message)
         route("POST", API + "/channels/{channel}/messages", self._channel_post)
+        route("GET", API + "/channels/{channel}/messages", self._history)
         route("*", API + "/channels/{channel}/messages/{message}", self._channel_message)
         route("*", API + "/{tail:.*}", self._unknown)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        # A burst opens hundreds of connections at once: a short listen queue would hold some back by a
+        # TCP retransmit (1 s), which Discord's edge does not.
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self
 
     async def close(self) -> None:
+        self._closing.set()  # answers held back by `hold()` go out (to nobody, by now)
         for timer in self._timers:
             timer.cancel()
         for session in list(self._sessions):
@@ -651,6 +671,11 @@ class FakeDiscord:
         """Answer the next matching call with `status` (a 5xx from Discord's edge, or an error code)."""
         self._failures.append((method, path_prefix, status, code))
 
+    def hold(self, method: str, path_prefix: str, when: Callable[[Call], bool] = lambda call: True) -> None:
+        """Carry out the next matching call (`when` it says so) but hold its answer back until the fake
+        closes: Discord has taken the post, and the bot never hears so (it dies waiting, or is stopped)."""
+        self._holds.append((method, path_prefix, when))
+
     async def wait_for(self, find: Callable[[], T | None], timeout: float = 90.0) -> T:
         """Poll `find` until it returns something other than None."""
         deadline = time.monotonic() + timeout
@@ -827,6 +852,12 @@ class FakeDiscord:
             return _error(401, 0, "401: Unauthorized")
         response = await handler(request)
         call.status = response.status
+        for hold in self._holds:
+            method, prefix, when = hold
+            if request.method == method and call.path.startswith(prefix) and when(call):
+                self._holds.remove(hold)
+                await self._closing.wait()
+                break
         return response
 
     async def _me(self, request: web.Request) -> web.Response:
@@ -893,6 +924,7 @@ class FakeDiscord:
         flags: int = 0,
         interaction: Interaction | None = None,
         reference: dict[str, Any] | None = None,
+        call: Call | None = None,
     ) -> dict[str, Any]:
         message_id = snowflake()
         metadata = None
@@ -922,6 +954,8 @@ class FakeDiscord:
             message_type=message_type,
         )
         self.messages[message_id] = message
+        if call is not None:
+            call.created = message_id
         return message
 
     def _edit(self, message: dict[str, Any], data: dict[str, Any], files: list[Upload]) -> dict[str, Any]:
@@ -975,6 +1009,7 @@ class FakeDiscord:
                 call.files,
                 flags=flags,
                 interaction=interaction,
+                call=call,
             )
             interaction.original_id = int(message["id"])
             interaction.loading = kind == DEFERRED_CHANNEL_MESSAGE
@@ -1018,6 +1053,7 @@ class FakeDiscord:
                 call.files,
                 flags=flags,
                 interaction=interaction,
+                call=call,
             )
         if request.query.get("wait") in ("1", "true", "True"):
             return _json(message)
@@ -1068,8 +1104,43 @@ class FakeDiscord:
                 "fail_if_not_exists", True
             ):
                 return _error(400, 50035, "Invalid Form Body: Unknown message")
-        message = self._new_message(channel_id, guild, data, call.files, reference=reference)
-        return _json(message)
+        nonce = data.get("nonce")
+        key = (self.bot_user["id"], str(nonce))
+        if nonce is not None and len(str(nonce)) > MAX_NONCE_CHARS:
+            return _error(400, 50035, f"Invalid Form Body: nonce is longer than {MAX_NONCE_CHARS} characters")
+        if nonce is not None and data.get("enforce_nonce") and key in self.nonces:
+            made, at = self.nonces[key]
+            if call.at - at <= self.nonce_window_s and made in self.messages:
+                return _json({**self.messages[made], "nonce": nonce})  # the message already made
+        message = self._new_message(channel_id, guild, data, call.files, reference=reference, call=call)
+        if nonce is not None:
+            self.nonces[key] = (int(message["id"]), call.at)
+        return _json({**message, "nonce": nonce} if nonce is not None else message)
+
+    async def _history(self, request: web.Request) -> web.Response:
+        """A channel's messages, newest first (`limit` 1–100, default 50; `before` or `after` an id)."""
+        channel_id = int(request.match_info["channel"])
+        found = self._channel(channel_id)
+        if isinstance(found, web.Response):
+            return found
+        query = request.query
+        limit = int(query.get("limit", 50))
+        if not 1 <= limit <= 100:
+            return _error(400, 50035, "Invalid Form Body: limit must be between 1 and 100")
+        if channel_id in self.no_history:
+            return _json([])
+        before, after = int(query.get("before", 1 << 63)), int(query.get("after", 0))
+        listed = sorted(
+            (
+                message
+                for message_id, message in self.messages.items()
+                if int(message["channel_id"]) == channel_id
+                and after < message_id < before
+                and not message["flags"] & EPHEMERAL
+            ),
+            key=lambda message: -int(message["id"]),
+        )
+        return _json(listed[:limit] if "after" not in query else listed[-limit:])
 
     async def _channel_message(self, request: web.Request) -> web.Response:
         message_id = int(request.match_info["message"])

@@ -6,13 +6,17 @@ channel, user). This module and its helpers, bot/discord/views.py (the buttons),
 (acknowledging, progress, posting) and bot/discord/commands.py (/character, /settings, /queue,
 autocomplete), are the only ones that import discord. On start, what the ledger holds open for Discord is
 finished and posted in its channel (the Courier).
+
+A result is posted once even when the bot dies after Discord took the post but before the ledger said
+`delivered`: before the Courier posts a result it looks for it among the channel's recent messages (an
+interaction's follow-up takes no nonce, and the nonce is kept only minutes), and every channel post of a
+result carries the generation's nonce (bot/discord/replies.py: `nonce_of`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import io
 import logging
 import re
 import unicodedata
@@ -25,10 +29,10 @@ import aiohttp
 import discord
 import yarl
 from discord import app_commands
-from PIL import Image
 
 from bot.attachments import DISCORD_FILE_HOSTS
 from bot.buttons import Action
+from bot.character_desk import variation_photo
 from bot.commands import MAX_PROMPT_CHARS, MAX_SEED, MAX_VARIATIONS, parse_portrait
 from bot.courier import Courier, Outcome, PostFailed
 from bot.discord.commands import (
@@ -50,6 +54,7 @@ from bot.discord.replies import (
     Reply,
     files_of,
     fit,
+    nonce_of,
 )
 from bot.discord.views import (
     DESCRIPTION_FIELD,
@@ -70,7 +75,6 @@ from bot.errors import BadFlag, UserError
 from bot.ledger import Generation
 from bot.progress import finish_showing_progress
 from bot.studio import Finished, Origin, Studio, Submission
-from characters.reference import MAX_BYTES
 from jobs.media import DISCORD_FILE_LIMIT
 from jobs.spec import new_id
 from router.sizes import ASPECT_RATIOS
@@ -88,6 +92,9 @@ INVITE_PERMISSIONS = discord.Permissions(
 # Discord's answers that mean a post will never be taken: Unknown Channel, Missing Access, Unknown Guild,
 # Missing Permissions. Others (5xx, the network) pass, and the Courier tries again.
 POST_NEVER = frozenset({10003, 10004, 50001, 50013})
+# How far back in a channel a resumed result is looked for before it is posted: results land within
+# minutes of the request, and a bot dies with only a few of its own in flight.
+LOOK_BACK = 50
 
 
 class DirectMessage(UserError):
@@ -288,16 +295,48 @@ class LikenessBot(discord.Client):
 
     async def post_result(self, generation: Generation, finished: Finished) -> None:
         """A result whose interaction is gone (a restart): a message in the generation's channel that
-        mentions the requester."""
+        mentions the requester; nothing where the channel already shows it (posted before the bot died)."""
+        channel = self._channel_of(generation)
+        posted = await self._posted_before(channel, generation.id)
+        if posted is not None:
+            log.info("%s was posted before (message %s): not posting it again", generation.id, posted.id)
+            return
         user_id = int(generation.user_id)
         attachments = [await self.studio.upload(path, DISCORD_FILE_LIMIT) for path in _shown(finished)]
         await self._post(
-            generation, result_text(user_id, finished), lambda: files_of(attachments), _view(finished)
+            generation,
+            result_text(user_id, finished),
+            lambda: files_of(attachments),
+            _view(finished),
+            nonce_of(generation.id, "result"),
         )
 
     async def post_failure(self, generation: Generation, reason: str) -> None:
         text = f"<@{generation.user_id}> your request `{generation.id}` could not be finished: {reason}"
-        await self._post(generation, fit(text), list, None)
+        await self._post(generation, fit(text), list, None, nonce_of(generation.id, "failure"))
+
+    def _channel_of(self, generation: Generation) -> discord.PartialMessageable:
+        return self.get_partial_messageable(int(generation.channel_id), guild_id=int(generation.server_id))
+
+    async def _posted_before(
+        self, channel: discord.PartialMessageable, generation_id: str
+    ) -> discord.Message | None:
+        """This bot's message among the channel's last LOOK_BACK that carries the result of `generation_id`.
+        Where the bot may not read the history (Discord then lists nothing, or answers 403), None: the
+        result is posted, and its nonce still keeps a post of the last minutes from being made twice."""
+        try:
+            async for message in channel.history(limit=LOOK_BACK):
+                # A bot reads its own messages' content without the Message Content intent.
+                mine = self.user is not None and message.author.id == self.user.id
+                if mine and carries_result(message.content, generation_id):
+                    return message
+        except discord.Forbidden as exc:
+            log.info("cannot read the history of channel %s (%s); posting %s", channel.id, exc, generation_id)
+        except discord.HTTPException as exc:
+            raise _post_failed(exc) from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise PostFailed(f"Discord could not be reached: {exc!r}") from exc
+        return None
 
     async def _post(
         self,
@@ -305,18 +344,20 @@ class LikenessBot(discord.Client):
         text: str,
         files: Callable[[], list[discord.File]],
         view: discord.ui.View | None,
+        nonce: str,
     ) -> None:
-        channel = self.get_partial_messageable(int(generation.channel_id), guild_id=int(generation.server_id))
+        channel = self._channel_of(generation)
         mentions = discord.AllowedMentions(users=[discord.Object(int(generation.user_id))])
         try:
             await channel.send(
-                text, files=files(), view=view if view is not None else MISSING, allowed_mentions=mentions
+                text,
+                files=files(),
+                view=view if view is not None else MISSING,
+                allowed_mentions=mentions,
+                nonce=nonce,
             )
         except discord.HTTPException as exc:
-            permanent = exc.code in POST_NEVER or 400 <= exc.status < 500
-            raise PostFailed(
-                f"Discord answered {exc.status} ({exc.code}): {exc.text}", permanent=permanent
-            ) from exc
+            raise _post_failed(exc) from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise PostFailed(f"Discord could not be reached: {exc!r}") from exc
 
@@ -443,7 +484,7 @@ class LikenessBot(discord.Client):
         try:
             async with answering(interaction) as answer:
                 path = await self._savable(interaction, generation_id, index)
-                photo = await asyncio.to_thread(reference_photo, path)
+                photo = await asyncio.to_thread(variation_photo, path)
                 name = values.get(NAME_FIELD, "").strip().removeprefix("@")
                 description = " ".join(values.get(DESCRIPTION_FIELD, "").split())
                 # Consent: the image was made here, at this server's request.
@@ -497,22 +538,10 @@ class LikenessBot(discord.Client):
             self.studio, submission, exchange.status, status_text, self.progress_every_s
         )
         attachments = [await self.studio.upload(path, exchange.upload_limit) for path in _shown(finished)]
-        await exchange.post(result_text(exchange.user_id, finished), attachments, _view(finished))
+        text, nonce = result_text(exchange.user_id, finished), nonce_of(finished.generation_id, "result")
+        await exchange.post(text, attachments, _view(finished), nonce=nonce)
         await self.studio.delivered(finished.generation_id)
         await exchange.done(f"`{finished.generation_id}` is done: the result is in the reply.")
-
-
-def reference_photo(path: Path) -> bytes:
-    """A variation's file as a character's reference photo: the PNG itself, or a JPEG of it where the PNG is
-    over the photo limit (a large upscale)."""
-    data = path.read_bytes()
-    if len(data) <= MAX_BYTES:
-        return data
-    with Image.open(io.BytesIO(data)) as image:
-        image.thumbnail((4096, 4096))
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="JPEG", quality=92)
-    return buffer.getvalue()
 
 
 def status_text(submission: Submission, progress: str) -> str:
@@ -521,10 +550,24 @@ def status_text(submission: Submission, progress: str) -> str:
     return fit("\n".join(lines))
 
 
+def _post_failed(exc: discord.HTTPException) -> PostFailed:
+    permanent = exc.code in POST_NEVER or 400 <= exc.status < 500
+    return PostFailed(f"Discord answered {exc.status} ({exc.code}): {exc.text}", permanent=permanent)
+
+
+def result_mark(generation_id: str) -> str:
+    """The line of a result message that names its generation (and only a result has it)."""
+    return f"-# `{generation_id}`"
+
+
+def carries_result(content: str, generation_id: str) -> bool:
+    return result_mark(generation_id) in content.splitlines()
+
+
 def result_text(user_id: int, finished: Finished) -> str:
     """The requester, the caption (prompt, seed, engine and why), the generation id, then the notices."""
     tail = "\n".join(
-        [f"-# `{finished.generation_id}`"]
+        [result_mark(finished.generation_id)]
         + [f"-# note: {discord.utils.escape_markdown(notice)}" for notice in finished.notices]
     )
     head = f"<@{user_id}> {discord.utils.escape_markdown(finished.caption)}"

@@ -6,6 +6,11 @@ it. An acknowledgement that comes too late (10062 Unknown interaction) or work t
 goes on as ordinary channel messages that reply to the status message, or to the message clicked.
 
 A message that mentions the bot has no token and no private answers: `MessageExchange` replies to it.
+
+A result posted as a channel message carries a nonce made from its generation id (`nonce_of`), sent with
+`enforce_nonce`: should the same result be posted again within a few minutes (a retry after Discord took the
+post but its answer was lost, or a restart), Discord answers with the message it already made instead of
+making a second. Interaction follow-ups take no nonce; the Courier looks for those in the channel's history.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ APOLOGY = (
     "server's admins this error id: {error_id}"
 )
 
+MAX_NONCE_CHARS = 25  # Discord refuses a longer message nonce
+
 UNKNOWN_INTERACTION = 10062
 # The interaction's webhook is gone: unknown webhook, invalid webhook token.
 TOKEN_GONE = frozenset({10015, 50027})
@@ -46,6 +53,23 @@ def files_of(attachments: Sequence[Attachment]) -> list[discord.File]:
 
 def fit(text: str, limit: int = MESSAGE_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def with_nonce(nonce: str | None) -> dict[str, Any]:
+    """`send()`'s nonce option: ours, or none (discord.py then makes a random one)."""
+    return {"nonce": nonce} if nonce is not None else {}
+
+
+def nonce_of(generation_id: str, part: str = "result") -> str:
+    """The message nonce of one part of a generation's delivery (`result`, `failure`): the same every time
+    it is posted, by whichever path and process, so Discord makes it once (`g_3k9x2c7q1m4z/result`)."""
+    nonce = f"{generation_id}/{part}"
+    if len(nonce) > MAX_NONCE_CHARS:
+        raise ValueError(
+            f"the nonce {nonce!r} is {len(nonce)} characters, over Discord's {MAX_NONCE_CHARS}; use a "
+            "shorter part name"
+        )
+    return nonce
 
 
 Original = Literal["none", "thinking", "status", "result", "gone"]
@@ -64,7 +88,12 @@ class Reply(Protocol):
     async def status(self, text: str) -> None: ...
 
     async def post(
-        self, content: str, attachments: Sequence[Attachment] = (), view: discord.ui.View | None = None
+        self,
+        content: str,
+        attachments: Sequence[Attachment] = (),
+        view: discord.ui.View | None = None,
+        *,
+        nonce: str | None = None,
     ) -> discord.Message: ...
 
     async def done(self, text: str) -> None: ...
@@ -170,9 +199,15 @@ class Exchange:
             log.warning("interaction %s: could not show progress", self.interaction.id, exc_info=True)
 
     async def post(
-        self, content: str, attachments: Sequence[Attachment] = (), view: discord.ui.View | None = None
+        self,
+        content: str,
+        attachments: Sequence[Attachment] = (),
+        view: discord.ui.View | None = None,
+        *,
+        nonce: str | None = None,
     ) -> discord.Message:
-        """Post a result (pinging the requester); returns it once Discord has accepted it."""
+        """Post a result (pinging the requester); returns it once Discord has accepted it. `nonce`: sent
+        with the channel message (`nonce_of`); a follow-up takes none."""
         content = fit(content)
         if self.live:
             try:
@@ -196,6 +231,7 @@ class Exchange:
             view=view if view is not None else MISSING,
             reference=self._reply_to() or MISSING,
             allowed_mentions=self._mentions(),
+            **with_nonce(nonce),
         )
         return posted
 
@@ -285,15 +321,22 @@ class MessageExchange:
             log.warning("%s: could not show progress", self.label, exc_info=True)
 
     async def post(
-        self, content: str, attachments: Sequence[Attachment] = (), view: discord.ui.View | None = None
+        self,
+        content: str,
+        attachments: Sequence[Attachment] = (),
+        view: discord.ui.View | None = None,
+        *,
+        nonce: str | None = None,
     ) -> discord.Message:
-        """Post a result as a reply (pinging the author); returns it once Discord has accepted it."""
+        """Post a result as a reply (pinging the author); returns it once Discord has accepted it. `nonce`:
+        see `nonce_of`."""
         return await self.message.channel.send(
             fit(content),
             files=files_of(attachments),
             view=view if view is not None else MISSING,
             reference=self._reference(),
             allowed_mentions=self._mentions(),
+            **with_nonce(nonce),
         )
 
     async def done(self, text: str) -> None:

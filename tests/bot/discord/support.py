@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from bot.discord.bot import LikenessBot, discord_endpoints
+from bot.discord.bot import LikenessBot, carries_result, discord_endpoints
 from bot.studio import Studio
 from tests.discord_fake import TOKEN, FakeDiscord, snowflake
 
 
 @asynccontextmanager
-async def serving(guilds: int) -> AsyncIterator[FakeDiscord]:
-    """A fake of Discord with `guilds` servers, and discord.py pointed at it while the block runs."""
-    server = await FakeDiscord(guilds={snowflake(): snowflake() for _ in range(guilds)}).start()
+async def serving(guilds: int, **options: Any) -> AsyncIterator[FakeDiscord]:
+    """A fake of Discord with `guilds` servers (`options`: FakeDiscord's), and discord.py pointed at it while
+    the block runs."""
+    server = await FakeDiscord(guilds={snowflake(): snowflake() for _ in range(guilds)}, **options).start()
     try:
         with discord_endpoints(server.api_base, server.gateway_url):
             yield server
@@ -41,3 +43,15 @@ async def disconnect(bot: LikenessBot, task: asyncio.Task[None], studio: Studio)
     await asyncio.wait([task])
     await studio.queue.close()
     task.result()
+
+
+def result_messages(fake: FakeDiscord, generation_id: str) -> set[int]:
+    """Every message Discord made that carries this generation's result: by the recorded calls (a post that
+    Discord answered with a message it had made before counts once), and among the live messages."""
+    made = {
+        call.created
+        for call in fake.calls
+        if call.created is not None and carries_result(call.content, generation_id)
+    }
+    live = {int(m["id"]) for m in fake.messages.values() if carries_result(str(m["content"]), generation_id)}
+    return made | live
