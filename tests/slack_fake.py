@@ -1,8 +1,10 @@
 """A local fake of Slack for the Slack adapter's tests: its Web API (the part Likeness uses) for the real
 slack_sdk client, and signed requests (slash commands, clicks, events) to the bot's HTTP endpoint.
 
-Every Web API call is recorded with its arguments, time and answer. Messages, files, ephemeral messages
-and response_url posts are kept the way a test wants to look at them.
+Every Web API call is recorded with its arguments, time and answer. Messages, files, ephemeral messages,
+opened forms (views.open) and response_url posts are kept the way a test wants to look at them. Files
+that members upload (`user_file`) are served at their `url_private_download` to requests that carry the
+bot token, as files.slack.com does.
 """
 
 from __future__ import annotations
@@ -71,6 +73,12 @@ class FakeSlack:
         self.ephemerals: list[dict[str, Any]] = []
         self.responses: list[dict[str, Any]] = []  # posts to response_url
         self.files: dict[str, dict[str, Any]] = {}  # by file id
+        # What was said to one member alone, in order: (user, text) of ephemeral messages, direct messages and
+        # response_url posts (these name no user: "").
+        self.told: list[tuple[str, str]] = []
+        self.views: list[dict[str, Any]] = []  # forms opened with views.open: {"trigger_id", "view"}
+        self.admins: set[str] = set()  # users.info says is_admin for these
+        self.downloads: list[dict[str, Any]] = []  # requests for members' files: {"file_id", "auth"}
         self.not_in: set[str] = set()  # channels the bot may not post in
         self._rate_limits: dict[str, list[int]] = {}
         self._failures: dict[str, list[str]] = {}
@@ -86,9 +94,11 @@ class FakeSlack:
     async def start(self) -> FakeSlack:
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)  # slack_sdk reads some methods (users.info) with GET
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_post("/response/{key}", self._response)
         app.router.add_get("/socket", self._socket)
+        app.router.add_get("/files-pri/{key}/download/{name}", self._download)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -169,7 +179,7 @@ class FakeSlack:
             return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket"}
         if method == "chat.postMessage":
             ts = self._ts()
-            message = {
+            message: dict[str, Any] = {
                 "type": "message",
                 "ts": ts,
                 "channel": args["channel"],
@@ -180,20 +190,24 @@ class FakeSlack:
                 "files": [],
             }
             self.messages[ts] = message
+            self._direct(str(args["channel"]), str(args.get("text", "")))
             return {"ok": True, "channel": args["channel"], "ts": ts, "message": message}
         if method == "chat.update":
-            message = self.messages.get(str(args["ts"]))
-            if message is None or str(args["ts"]) in self.deleted:
+            updated = self.messages.get(str(args["ts"]))
+            if updated is None or str(args["ts"]) in self.deleted:
                 return {"ok": False, "error": "message_not_found"}
-            message["text"] = args.get("text", message["text"])
-            return {"ok": True, "channel": args["channel"], "ts": args["ts"], "text": message["text"]}
+            updated["text"] = args.get("text", updated["text"])
+            return {"ok": True, "channel": args["channel"], "ts": args["ts"], "text": updated["text"]}
         if method == "chat.delete":
             if str(args["ts"]) not in self.messages:
                 return {"ok": False, "error": "message_not_found"}
             self.deleted.add(str(args["ts"]))
             return {"ok": True, "channel": args["channel"], "ts": args["ts"]}
         if method == "chat.postEphemeral":
+            if not args.get("channel"):
+                return {"ok": False, "error": "channel_not_found"}
             ts = self._ts()
+            self.told.append((str(args["user"]), str(args.get("text", ""))))
             self.ephemerals.append(
                 {
                     "ts": ts,
@@ -230,10 +244,87 @@ class FakeSlack:
                     "user": BOT_USER,
                     "files": [f["id"] for f in listed],
                 }
+                self._direct(str(args["channel_id"]), str(args.get("initial_comment", "")))
             for f in listed:
                 self.files[f["id"]]["title"] = f.get("title")
             return {"ok": True, "files": [{"id": f["id"], "title": f.get("title")} for f in listed]}
+        if method == "views.open":
+            if not str(args.get("trigger_id") or "").startswith("trigger."):
+                return {"ok": False, "error": "invalid_trigger_id"}
+            view = args["view"] if isinstance(args["view"], dict) else json.loads(args["view"])
+            opened = {**view, "id": f"V{next(self._serial):08d}", "state": {"values": {}}}
+            self.views.append({"trigger_id": args["trigger_id"], "view": opened})
+            return {"ok": True, "view": opened}
+        if method == "users.info":
+            user = str(args["user"])
+            return {
+                "ok": True,
+                "user": {
+                    "id": user,
+                    "name": user.lower(),
+                    "is_admin": user in self.admins,
+                    "is_owner": False,
+                },
+            }
+        if method == "conversations.open":
+            return {"ok": True, "channel": {"id": "D" + str(args["users"]).removeprefix("U")}}
+        if method == "files.info":
+            found = self.files.get(str(args.get("file")))
+            if found is None or "url_private_download" not in found:
+                return {"ok": False, "error": "file_not_found"}
+            return {"ok": True, "file": {k: v for k, v in found.items() if k != "data"}}
         return {"ok": False, "error": "unknown_method"}
+
+    def _direct(self, channel: str, text: str) -> None:
+        """A direct message (conversations.open answers `D` and the user id without its `U`) is told to that
+        member alone."""
+        if channel.startswith("D"):
+            self.told.append(("U" + channel[1:], text))
+
+    # --- members' files -------------------------------------------------------------------------------------
+
+    def user_file(
+        self,
+        data: bytes,
+        name: str,
+        *,
+        user: str,
+        team: str,
+        size: int | None = None,
+        host: str = "127.0.0.1",
+    ) -> dict[str, Any]:
+        """A file a member uploaded, as Slack describes it in events and forms (`size` may lie; `host` may
+        be another one than Slack's)."""
+        file_id = f"F{next(self._serial):08d}"
+        url = f"http://{host}:{self.port}/files-pri/{team}-{file_id}/download/{name}"
+        described = {
+            "id": file_id,
+            "name": name,
+            "title": name,
+            "mimetype": "image/png" if name.endswith(".png") else "image/jpeg",
+            "filetype": name.rsplit(".", 1)[-1],
+            "user": user,
+            "user_team": team,
+            "size": len(data) if size is None else size,
+            "url_private": url.replace("/download/", "/"),
+            "url_private_download": url,
+            "permalink": f"https://likeness-test.slack.com/files/{user}/{file_id}/{name}",
+        }
+        self.files[file_id] = {**described, "data": data}
+        return described
+
+    async def _download(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["key"].rsplit("-", 1)[-1]
+        auth = request.headers.get("Authorization", "")
+        self.downloads.append({"file_id": file_id, "auth": auth, "host": request.host})
+        self.calls.append(Call("download", {"file_id": file_id}, time.monotonic()))
+        found = self.files.get(file_id)
+        if auth != f"Bearer {self.token}":
+            # files.slack.com answers a request without the token with its sign-in page, not the file.
+            return web.Response(status=302, headers={"Location": "https://likeness-test.slack.com/"})
+        if found is None:
+            return web.Response(status=404, text="no such file")
+        return web.Response(body=found["data"], content_type=found["mimetype"])
 
     async def _upload(self, request: web.Request) -> web.Response:
         file_id = request.match_info["file_id"]
@@ -248,6 +339,7 @@ class FakeSlack:
         body = await request.json()
         self.calls.append(Call("response", {"key": request.match_info["key"], **body}, time.monotonic()))
         self.responses.append({"key": request.match_info["key"], **body})
+        self.told.append(("", str(body.get("text", ""))))
         return web.Response(text="ok")
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
@@ -337,8 +429,18 @@ class FakeSlack:
     def _response_url(self) -> str:
         return f"{self.root}/response/r{next(self._serial)}"
 
-    async def slash(self, url: str, text: str, *, team: str, channel: str, user: str, **signing: Any) -> Sent:
-        form = self.slash_form(text, team=team, channel=channel, user=user)
+    async def slash(
+        self,
+        url: str,
+        text: str,
+        *,
+        team: str,
+        channel: str,
+        user: str,
+        command: str = "/portrait",
+        **signing: Any,
+    ) -> Sent:
+        form = self.slash_form(text, team=team, channel=channel, user=user, command=command)
         return await self.send(
             url,
             urlencode(form),
@@ -347,8 +449,10 @@ class FakeSlack:
             **signing,
         )
 
-    def slash_form(self, text: str, *, team: str, channel: str, user: str) -> dict[str, str]:
-        """What Slack sends for `/portrait text`."""
+    def slash_form(
+        self, text: str, *, team: str, channel: str, user: str, command: str = "/portrait"
+    ) -> dict[str, str]:
+        """What Slack sends for `/portrait text` (or another command)."""
         response_url = self._response_url()
         return {
             "token": "legacy",
@@ -358,7 +462,7 @@ class FakeSlack:
             "channel_name": "portraits",
             "user_id": user,
             "user_name": user.lower(),
-            "command": "/portrait",
+            "command": command,
             "text": text,
             "api_app_id": "ALIKENESS",
             "response_url": response_url,
@@ -382,7 +486,9 @@ class FakeSlack:
     def click_payload(
         self, message: Mapping[str, Any], action_id: str, *, team: str, user: str
     ) -> dict[str, Any]:
-        """What Slack sends for a click on the button `action_id` of a message (block_actions)."""
+        """What Slack sends for a click on the button `action_id` of a message (block_actions). A click in an
+        ephemeral message carries no `message`, as with Slack."""
+        ephemeral = any(message is e for e in self.ephemerals)
         element = next(
             element
             for block in message["blocks"]
@@ -400,12 +506,12 @@ class FakeSlack:
                 "type": "message",
                 "message_ts": message["ts"],
                 "channel_id": message["channel"],
-                "is_ephemeral": False,
+                "is_ephemeral": ephemeral,
             },
             "trigger_id": f"trigger.{next(self._serial)}",
             "team": {"id": team, "domain": "likeness-test"},
             "channel": {"id": message["channel"], "name": "portraits"},
-            "message": {k: v for k, v in message.items() if k != "channel"},
+            **({} if ephemeral else {"message": {k: v for k, v in message.items() if k != "channel"}}),
             "response_url": response_url,
             "actions": [
                 {
@@ -436,7 +542,15 @@ class FakeSlack:
         return await self.send(url, json.dumps(envelope), "application/json", **signing)
 
     async def mention(
-        self, url: str, text: str, *, team: str, channel: str, user: str, thread_ts: str | None = None
+        self,
+        url: str,
+        text: str,
+        *,
+        team: str,
+        channel: str,
+        user: str,
+        thread_ts: str | None = None,
+        files: list[dict[str, Any]] | None = None,
     ) -> Sent:
         ts = self._ts()
         event = {
@@ -448,8 +562,42 @@ class FakeSlack:
             "event_ts": ts,
             "team": team,
             **({"thread_ts": thread_ts} if thread_ts else {}),
+            **({"files": files, "upload": False} if files else {}),
         }
         return await self.event(url, event, team=team)
+
+    async def submit(
+        self,
+        url: str,
+        opened: Mapping[str, Any],
+        values: Mapping[str, Mapping[str, Any]],
+        *,
+        team: str,
+        user: str,
+        private_metadata: str | None = None,
+    ) -> Sent:
+        """A member submits a form the bot opened (view_submission); `values` by block id, each the element's
+        state (`{"type": "plain_text_input", "value": …}`); `private_metadata` forges the form's own."""
+        view = {
+            **opened,
+            "team_id": team,
+            "state": {"values": {block: {block: dict(state)} for block, state in values.items()}},
+            "private_metadata": opened.get("private_metadata", "")
+            if private_metadata is None
+            else private_metadata,
+        }
+        payload = {
+            "type": "view_submission",
+            "team": {"id": team, "domain": "likeness-test"},
+            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team},
+            "api_app_id": "ALIKENESS",
+            "token": "legacy",
+            "trigger_id": f"trigger.{next(self._serial)}",
+            "view": view,
+            "response_urls": [],
+        }
+        body = urlencode({"payload": json.dumps(payload)})
+        return await self.send(url, body, "application/x-www-form-urlencoded")
 
 
 def _listed(value: Any) -> list[dict[str, Any]]:

@@ -3,8 +3,10 @@ messages back.
 
 Each request becomes one Studio call on behalf of an `Origin` (workspace, channel, user). Slack Bolt
 verifies every request (the signing secret, and a timestamp within 5 minutes) before a handler sees it.
-This module and its helpers, bot/slack/blocks.py (the buttons and the words) and bot/slack/replies.py
-(acknowledging, progress, posting), are the only ones that import slack_bolt and slack_sdk.
+This module and its helpers are the only ones that import slack_bolt and slack_sdk: bot/slack/blocks.py
+(the buttons and the words), bot/slack/forms.py (modals), bot/slack/replies.py (acknowledging, progress,
+posting), bot/slack/characters.py (/character, Save as character), bot/slack/workspace.py (/queue,
+/settings, /forget-me), bot/slack/members.py (who is an admin) and bot/slack/files.py (members' files).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -25,7 +27,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.attachments import SLACK_FILE_HOSTS
 from bot.buttons import Action
+from bot.character_commands import character_text
 from bot.commands import parse_portrait
 from bot.courier import Courier, Outcome, PostFailed
 from bot.errors import GenerationRefused, UserError
@@ -41,7 +45,11 @@ from bot.slack.blocks import (
     status_text,
     variations_on,
 )
-from bot.slack.replies import NotInChannel, Reply
+from bot.slack.characters import SlackCharacters
+from bot.slack.files import SlackFiles
+from bot.slack.members import Members
+from bot.slack.replies import NO_ACK, NotInChannel, Reply, click_reply, team_of
+from bot.slack.workspace import SlackWorkspace
 from bot.studio import Finished, Origin, Studio, Submission
 from jobs.spec import new_id
 
@@ -94,6 +102,8 @@ class SlackBot:
         *,
         signing_secret: str = "",
         progress_every_s: float = PROGRESS_EVERY_S,
+        file_hosts: Collection[str] = SLACK_FILE_HOSTS,
+        allow_http_files: bool = False,
     ) -> None:
         self.studio = studio
         self.client = client
@@ -108,6 +118,12 @@ class SlackBot:
         self.app.command("/portrait")(self.on_portrait_command)
         self.app.event("app_mention")(self.on_mention)
         self.app.action(ACTION_ID)(self.on_button)
+        self.members = Members()
+        # `file_hosts` and `allow_http_files` are for tests, whose fake of Slack serves files on loopback.
+        files = SlackFiles(file_hosts, allow_http=allow_http_files)
+        self.characters = SlackCharacters(studio, self.members, files, self.guarded)
+        self.characters.register(self.app)
+        SlackWorkspace(studio, self.members, self.guarded).register(self.app)
         self._working: set[asyncio.Task[Any]] = set()  # the handlers running now
 
     def web_app(self, path: str = EVENTS_PATH) -> web.Application:
@@ -155,9 +171,11 @@ class SlackBot:
 
     # --- what users do -----------------------------------------------------------------------------------
 
-    async def on_portrait_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
+    async def on_portrait_command(
+        self, ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient
+    ) -> None:
         reply = Reply(
-            self.client,
+            client,
             ack=ack,
             channel=command["channel_id"],
             user=command["user_id"],
@@ -169,7 +187,12 @@ class SlackBot:
             await self.portrait(reply, origin, str(command.get("text") or ""))
 
     async def on_mention(
-        self, ack: AsyncAck, body: dict[str, Any], event: dict[str, Any], request: AsyncBoltRequest
+        self,
+        ack: AsyncAck,
+        body: dict[str, Any],
+        event: dict[str, Any],
+        request: AsyncBoltRequest,
+        client: AsyncWebClient,
     ) -> None:
         if retry_number(request) > 0:
             # Slack sends an event again when its first delivery was not acknowledged in 3 s; that one is
@@ -177,11 +200,18 @@ class SlackBot:
             log.info("ignoring Slack's retry of event %s", body.get("event_id"))
             return
         channel, user = str(event["channel"]), str(event["user"])
-        reply = Reply(self.client, ack=ack, channel=channel, user=user, thread_ts=event.get("thread_ts"))
+        reply = Reply(client, ack=ack, channel=channel, user=user, thread_ts=event.get("thread_ts"))
         async with self.guarded(reply):
-            team = body.get("team_id") or event.get("team") or ""
-            origin = Origin(PLATFORM, str(team), reply.channel, reply.user)
-            await self.portrait(reply, origin, mention_text(str(event.get("text") or "")))
+            team = str(body.get("team_id") or event.get("team") or "")
+            text = mention_text(str(event.get("text") or ""))
+            # `@likeness character create mara --consent` with a photo attached, and the other subcommands.
+            asked = character_text(text)
+            if asked is not None:
+                files = [f for f in event.get("files") or [] if isinstance(f, Mapping)]
+                await self.characters.on_mention(reply, client, team, asked, files)
+                return
+            origin = Origin(PLATFORM, team, reply.channel, reply.user)
+            await self.portrait(reply, origin, text)
 
     async def portrait(self, reply: Reply, origin: Origin, text: str) -> None:
         # Parsing is pure and takes microseconds: bad flags are answered at once and privately.
@@ -191,25 +221,17 @@ class SlackBot:
         await reply.status("working on it…", strict=True)
         await self.deliver(reply, await self.studio.portrait(origin, text))
 
-    async def on_button(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+    async def on_button(
+        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
+    ) -> None:
         message: Mapping[str, Any] = body.get("message") or {}
-        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
-        user = body["user"]
-        reply = Reply(
-            self.client,
-            ack=ack,
-            channel=str(channel),
-            user=str(user["id"]),
-            thread_ts=message.get("thread_ts"),
-            response_url=body.get("response_url"),
-        )
+        reply = click_reply(client, ack, body)
         async with self.guarded(reply):
             await reply.ack()
             match = ACTION_ID.fullmatch(str(action.get("action_id", "")))
             if match is None:
                 raise GenerationRefused("this button is not one Likeness knows")
-            team = (body.get("team") or {}).get("id") or user.get("team_id") or ""
-            origin = Origin(PLATFORM, str(team), reply.channel, reply.user)
+            origin = Origin(PLATFORM, team_of(body), reply.channel, reply.user)
             kind = cast(Action, match["action"])
             generation_id, index = match["generation"], int(match["index"])
             if kind == "animate" and index == 0:  # Animate under a grid: which variation?
@@ -259,12 +281,7 @@ class SlackBot:
         return outcomes
 
     def _channel_reply(self, generation: Generation) -> Reply:
-        async def no_ack(**_: Any) -> None:
-            return None
-
-        return Reply(
-            self.client, ack=cast(AsyncAck, no_ack), channel=generation.channel_id, user=generation.user_id
-        )
+        return Reply(self.client, ack=NO_ACK, channel=generation.channel_id, user=generation.user_id)
 
     async def _post_resumed(self, generation: Generation, finished: Finished) -> None:
         reply = self._channel_reply(generation)

@@ -40,7 +40,8 @@ def _secret(value: SecretStr | None) -> str:
 
 
 def slack_command() -> None:
-    """Run the Slack app: /portrait, @mentions and the buttons (settings: LIKENESS_SLACK_*)."""
+    """Run the Slack app: /portrait, /character, /queue, /settings, /forget-me, @mentions and the buttons
+    (settings: LIKENESS_SLACK_*)."""
     settings = load_settings(SlackSettings)
     if not _secret(settings.slack_bot_token):
         fail(NO_TOKEN)

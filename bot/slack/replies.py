@@ -11,8 +11,8 @@ post in the channel).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn, cast
 
 from slack_bolt.async_app import AsyncAck
 from slack_sdk.errors import SlackApiError
@@ -41,13 +41,15 @@ def not_in_channel() -> NotInChannel:
     )
 
 
-def _error_of(exc: SlackApiError) -> str:
-    return str(exc.response.get("error", "")) if exc.response is not None else ""
+def slack_error(exc: SlackApiError) -> str:
+    """Slack's error code (`not_in_channel`…), or "" where the answer was not Slack's JSON."""
+    data = exc.response.data if exc.response is not None else None
+    return str(data.get("error", "")) if isinstance(data, dict) else ""
 
 
 def _refused(exc: SlackApiError) -> NoReturn:
     """Slack refused a post: NotInChannel where the bot may not post there, else the error as it is."""
-    if _error_of(exc) in NOT_IN_CHANNEL:
+    if slack_error(exc) in NOT_IN_CHANNEL:
         raise not_in_channel() from exc
     raise exc
 
@@ -66,6 +68,7 @@ class Reply:
         response_url: str | None = None,
         answers_in_ack: bool = False,
         upload_limit: int = UPLOAD_LIMIT,
+        direct_fallback: bool = False,
     ) -> None:
         self.client = client
         self._ack = ack
@@ -76,6 +79,9 @@ class Reply:
         # A slash command's acknowledgement may carry an ephemeral answer; a click's or an event's not.
         self.answers_in_ack = answers_in_ack
         self.upload_limit = upload_limit
+        # Where an ephemeral message cannot go and there is no response_url (a form's answer), a direct
+        # message instead, so the answer is not lost.
+        self.direct_fallback = direct_fallback
         self._acked = False
         self._status_ts: str | None = None  # the message that shows progress, once posted
 
@@ -154,6 +160,9 @@ class Reply:
             )
             return
         except SlackApiError:
+            if self.response_url is None and self.direct_fallback:
+                await self._tell_directly(text, blocks)
+                return
             if self.response_url is None:
                 log.warning("could not tell %s: %s", self.user, text, exc_info=True)
                 return
@@ -166,3 +175,46 @@ class Reply:
                 log.warning("could not tell %s (%s): %s", self.user, response.status_code, text)
         except Exception:
             log.warning("could not tell %s: %s", self.user, text, exc_info=True)
+
+    async def _tell_directly(self, text: str, blocks: Sequence[Block]) -> None:
+        try:
+            opened = await self.client.conversations_open(users=self.user)
+            channel = str((opened.get("channel") or {}).get("id") or "")
+            await self.client.chat_postMessage(channel=channel, text=text, blocks=list(blocks) or None)
+        except SlackApiError:
+            log.warning("could not tell %s, not even directly: %s", self.user, text, exc_info=True)
+
+
+async def _no_ack(**_: Any) -> None:
+    return None
+
+
+NO_ACK = cast(AsyncAck, _no_ack)  # for replies to requests already acknowledged (a form's submission)
+
+
+def team_of(body: Mapping[str, Any]) -> str:
+    """The workspace a click, a form or an event comes from, as Slack signed it."""
+    team = body.get("team")
+    user = body.get("user")
+    view = body.get("view")
+    found = (
+        (team.get("id") if isinstance(team, Mapping) else None)
+        or body.get("team_id")
+        or (user.get("team_id") if isinstance(user, Mapping) else None)
+        or (view.get("team_id") if isinstance(view, Mapping) else None)
+    )
+    return str(found or "")
+
+
+def click_reply(client: AsyncWebClient, ack: AsyncAck, body: Mapping[str, Any]) -> Reply:
+    """The way back to whoever clicked a button: their channel (and thread), ephemeral to them."""
+    message: Mapping[str, Any] = body.get("message") or {}
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+    return Reply(
+        client,
+        ack=ack,
+        channel=str(channel or ""),
+        user=str(body["user"]["id"]),
+        thread_ts=message.get("thread_ts"),
+        response_url=body.get("response_url"),
+    )

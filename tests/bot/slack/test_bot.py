@@ -28,153 +28,41 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import typer
-from aiohttp import web
 from PIL import Image
 from typer.testing import CliRunner
 
-from bot.ledger import Generation, Ledger
+from bot.ledger import Ledger
 from bot.server_settings import ServerSettingsStore
 from bot.slack.bot import SlackBot, mention_text, web_client
 from bot.slack.cli import NO_SECRET, NO_TOKEN, SlackSettings, listen, slack_command
 from bot.studio import Origin, Studio
 from jobs.queue import LocalQueue
-from jobs.spec import JobResult, JobSpec, ProgressEvent, ResultImage
+from jobs.spec import JobResult, JobSpec, ProgressEvent
 from router.catalog import Catalog
+from tests.bot.slack.support import (
+    ALICE,
+    BOB,
+    CHANNEL,
+    PROGRESS_EVERY_S,
+    Painter,
+    Running,
+    buttons_of,
+    delivered,
+    files_before,
+    generation_of,
+    grids,
+    new_grid,
+    running_bot,
+)
 from tests.slack_fake import APP_TOKEN, BOT_USER, TEAMS, FakeSlack, Sent, action_ids
 
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 
-ALICE = "U0ALICE0001"
-BOB = "U0BOB000002"
-CHANNEL = "C0PORTRAITS"
-PROGRESS_EVERY_S = 0.3
-ACTION = re.compile(r"likeness:(?P<action>[a-z0-9]+):(?P<generation>g_[0-9a-z]{12}):(?P<index>[0-9])")
-
-
-def png(width: int, height: int, seed: int) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (seed % 256, (seed // 256) % 256, 90)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-class Painter:
-    """A worker without models: each variation a solid colour of the recipe's size, after a few steps."""
-
-    def __init__(self, step_s: float = 0.1) -> None:
-        self.step_s = step_s
-        self.runs: list[JobSpec] = []
-
-    async def __call__(self, spec: JobSpec, progress: Callable[[ProgressEvent], None]) -> JobResult:
-        self.runs.append(spec)
-        recipe = spec.recipe
-        assert recipe is not None
-        progress(ProgressEvent(job_id=spec.job_id, state="started"))
-        total = min(recipe.steps, 4)
-        for step in range(1, total + 1):
-            await asyncio.sleep(self.step_s)
-            progress(ProgressEvent(job_id=spec.job_id, state="step", step=step, total=total))
-        width, height = min(recipe.width, 256), min(recipe.height, 256)
-        images = tuple(
-            ResultImage(
-                index=index,
-                seed=spec.seed_of(index),
-                width=width,
-                height=height,
-                png=png(width, height, spec.seed_of(index)),
-            )
-            for index in spec.kept
-        )
-        return JobResult(
-            job_id=spec.job_id,
-            generation_id=spec.generation_id,
-            ok=True,
-            images=images,
-            grid=png(width * 2, height * 2, 0),
-            worker="painter",
-        )
-
-
-@dataclass
-class Running:
-    fake: FakeSlack
-    bot: SlackBot
-    studio: Studio
-    painter: Painter
-    url: str
-    runner: web.AppRunner
-
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def running(tmp_path_factory: pytest.TempPathFactory, tiny_catalog: Catalog) -> AsyncIterator[Running]:
-    data_dir = tmp_path_factory.mktemp("slack")
-    fake = await FakeSlack().start()
-    ledger = Ledger(data_dir / "ledger.sqlite3")
-    await ledger.open()
-    painter = Painter()
-    studio = Studio(
-        ledger=ledger,
-        catalog=tiny_catalog,
-        queue=LocalQueue(painter),
-        generations_dir=data_dir / "generations",
-        server_settings=ServerSettingsStore(ledger),
-    )
-    client = web_client(fake.token, fake.api_base.rstrip("/"))  # the slash is added when missing
-    bot = SlackBot(studio, client, signing_secret=fake.signing_secret, progress_every_s=PROGRESS_EVERY_S)
-    runner = web.AppRunner(bot.web_app())
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
-    yield Running(fake, bot, studio, painter, url, runner)
-    await bot.close()
-    await runner.cleanup()
-    await studio.queue.close()
-    await fake.close()
-
-
-def buttons_of(fake: FakeSlack, generation_id: str, action: str = "select") -> dict[str, Any] | None:
-    """The message whose buttons act on `generation_id` (starting with `action`)."""
-    for message in fake.messages.values():
-        ids = action_ids(message)
-        if ids and ids[0].startswith(f"likeness:{action}:{generation_id}:"):
-            return message
-    return None
-
-
-def files_before(fake: FakeSlack, message: dict[str, Any]) -> dict[str, Any]:
-    """The file message posted just before a buttons message, in the same channel."""
-    earlier = [m for ts, m in fake.messages.items() if m["files"] and float(ts) < float(message["ts"])]
-    return max(earlier, key=lambda m: float(m["ts"]))
-
-
-def new_grid(fake: FakeSlack, known: set[str]) -> dict[str, Any] | None:
-    for message in fake.messages.values():
-        ids = action_ids(message)
-        if ids and ids[0].startswith("likeness:select:") and message["ts"] not in known:
-            match = ACTION.fullmatch(ids[0])
-            assert match is not None
-            if match["index"] != "0":
-                return message
-    return None
-
-
-def generation_of(message: dict[str, Any]) -> str:
-    match = ACTION.fullmatch(action_ids(message)[0])
-    assert match is not None
-    return match["generation"]
-
-
-async def delivered(studio: Studio, generation_id: str) -> Generation:
-    deadline = time.monotonic() + 30
-    while (record := await studio.ledger.get(generation_id)) is None or record.status != "delivered":
-        assert time.monotonic() < deadline, f"{generation_id} is {record.status if record else 'unknown'}"
-        await asyncio.sleep(0.02)
-    return record
-
-
-def grids(fake: FakeSlack) -> set[str]:
-    return {m["ts"] for m in fake.messages.values() if action_ids(m)}
+    async with running_bot(tmp_path_factory.mktemp("slack"), tiny_catalog, Painter()) as bot:
+        yield bot
 
 
 @dataclass
@@ -243,6 +131,7 @@ async def test_portrait_acks_at_once_shows_progress_and_posts_the_grid_with_its_
         f"likeness:reroll:{g}:0",
         *(f"likeness:vary:{g}:{k}" for k in range(1, 5)),
         f"likeness:animate:{g}:0",
+        f"likeness:save:{g}:0",
     ]
     values = [e["value"] for b in posted.buttons["blocks"] for e in b.get("elements", [])]
     assert values == action_ids(posted.buttons)
@@ -330,7 +219,9 @@ async def test_u2_posts_the_variation_and_its_buttons(running: Running, posted: 
     sent = await fake.click(running.url, posted.buttons, f"likeness:select:{g}:2", team=TEAMS[0], user=ALICE)
     assert sent.status == 200 and sent.answered_at - sent.sent_at < 3.0
     buttons = await fake.wait_for(lambda: buttons_of(fake, g, "up2"))
-    assert action_ids(buttons) == [f"likeness:{a}:{g}:2" for a in ("up2", "up4", "vary", "strong", "animate")]
+    assert action_ids(buttons) == [
+        f"likeness:{a}:{g}:2" for a in ("up2", "up4", "vary", "strong", "animate", "save")
+    ]
     files = files_before(fake, buttons)
     assert files["text"] == f"<@{ALICE}> variation 2 of `{g}`"
     assert fake.file_data(files) == (running.studio.generations_dir / g / f"{g}_2.png").read_bytes()
@@ -444,6 +335,7 @@ async def test_an_app_mention_works_like_portrait(running: Running, posted: Post
         f"likeness:reroll:{g}:0",
         f"likeness:vary:{g}:1",
         f"likeness:animate:{g}:0",
+        f"likeness:save:{g}:0",
     ]
     record = await delivered(running.studio, g)
     assert record.request["subject"].startswith("a portrait of a violinist") or "violinist" in str(
