@@ -75,8 +75,8 @@ async def burst(fake: FakeDiscord, name: str, guild: int, concurrent: int, **opt
     return [1000 * (t.acked_at - t.created) for t in typed if t.acked_at is not None]
 
 
-async def main(rounds: int, concurrent: int) -> None:
-    logging.basicConfig(level=logging.WARNING)
+async def measure(rounds: int, concurrent: int) -> dict[str, list[float]]:
+    """Acknowledgement latencies in ms, by command: the no-op floor and /portrait."""
     fake = await FakeDiscord().start()
     guild = fake.guild_ids[0]
     with tempfile.TemporaryDirectory() as folder, discord_endpoints(fake.api_base, fake.gateway_url):
@@ -110,6 +110,12 @@ async def main(rounds: int, concurrent: int) -> None:
             await asyncio.wait([task])
             await queue.close()
     await fake.close()
+    return results
+
+
+async def main(rounds: int, concurrent: int) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    results = await measure(rounds, concurrent)
     print(f"{concurrent} interactions at once, {rounds} round(s); acknowledgement latency in ms")
     print(f"{'command':<16}{'n':>5}{'p50':>9}{'p99':>9}{'max':>9}")
     for name, values in results.items():

@@ -135,30 +135,44 @@ def run_child(models_dir: Path, side: int, factor: int, tile: int, overlap: int)
     return result
 
 
+TILE, OVERLAP = 64, 16
+
+
+def upscale_rows(
+    models_dir: Path, sides: list[int], untiled_up_to: int, factors: tuple[int, ...] = (2, 4)
+) -> list[dict[str, Any]]:
+    """Per (factor, input side): the tiled upscale's time and peak growth, and the untiled one's where
+    `side <= untiled_up_to` (None otherwise)."""
+    rows = []
+    for factor in factors:
+        for side in sides:
+            say(f"upscale {side}² ×{factor}")
+            tiled = run_child(models_dir, side, factor, TILE, OVERLAP)
+            untiled = run_child(models_dir, side, factor, side, 0) if side <= untiled_up_to else None
+            rows.append({"side": side, "factor": factor, "tiled": tiled, "untiled": untiled})
+    return rows
+
+
 def upscale_table(models_dir: Path, sides: list[int], untiled_up_to: int) -> str:
-    tile, overlap = 64, 16
     lines = [
         "| input | factor | output | tiled s | tiled peak growth MB | output image MB | untiled s "
         "| untiled peak growth MB | peak ratio (tiled / untiled) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for factor in (2, 4):
-        for side in sides:
-            say(f"upscale {side}² ×{factor}")
-            tiled = run_child(models_dir, side, factor, tile, overlap)
-            untiled = run_child(models_dir, side, factor, side, 0) if side <= untiled_up_to else None
-            cells = [
-                f"{side}²",
-                f"{factor}×",
-                f"{side * factor}²",
-                f"{tiled['seconds']:.2f}",
-                f"{tiled['peak_growth_mb']:.0f}",
-                f"{tiled['output_mb']:.0f}",
-                f"{untiled['seconds']:.2f}" if untiled else "—",
-                f"{untiled['peak_growth_mb']:.0f}" if untiled else "—",
-                f"{tiled['peak_growth_mb'] / max(untiled['peak_growth_mb'], 1):.2f}" if untiled else "—",
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
+    for row in upscale_rows(models_dir, sides, untiled_up_to):
+        side, factor, tiled, untiled = row["side"], row["factor"], row["tiled"], row["untiled"]
+        cells = [
+            f"{side}²",
+            f"{factor}×",
+            f"{side * factor}²",
+            f"{tiled['seconds']:.2f}",
+            f"{tiled['peak_growth_mb']:.0f}",
+            f"{tiled['output_mb']:.0f}",
+            f"{untiled['seconds']:.2f}" if untiled else "—",
+            f"{untiled['peak_growth_mb']:.0f}" if untiled else "—",
+            f"{tiled['peak_growth_mb'] / max(untiled['peak_growth_mb'], 1):.2f}" if untiled else "—",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

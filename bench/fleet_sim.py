@@ -324,6 +324,31 @@ LABELS = {
 }
 
 
+POLICIES = ("ours", "fifo", "reference")
+RAREST = min(PROFILES, key=lambda p: p.share).name
+
+
+def run_policies(
+    seeds: Sequence[int],
+    *,
+    workers: int = 8,
+    jobs: int = 2000,
+    capacity: int = 1,
+    utilization: float = 0.80,
+    starvation_s: float = DEFAULT_STARVATION_S,
+) -> dict[str, list[Summary]]:
+    """Every policy on every seed's jobs: one Summary per seed, by policy."""
+    per_seed: dict[str, list[Summary]] = {p: [] for p in POLICIES}
+    for seed in seeds:
+        drawn = make_jobs(jobs, workers, utilization, random.Random(seed))
+        for policy in POLICIES:
+            result = simulate(
+                drawn, policy=policy, workers=workers, capacity=capacity, starvation_s=starvation_s
+            )
+            per_seed[policy].append(summarize(result, RAREST, workers))
+    return per_seed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--workers", type=int, default=8)
@@ -340,21 +365,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--utilization must be above 0")
 
     started = time.perf_counter()
-    rarest = min(PROFILES, key=lambda p: p.share).name
-    policies = ("ours", "fifo", "reference")
-    per_seed: dict[str, list[Summary]] = {p: [] for p in policies}
+    rarest = RAREST
+    policies = POLICIES
     seeds = list(range(args.seed, args.seed + args.seeds))
-    for seed in seeds:
-        jobs = make_jobs(args.jobs, args.workers, args.utilization, random.Random(seed))
-        for policy in policies:
-            result = simulate(
-                jobs,
-                policy=policy,
-                workers=args.workers,
-                capacity=args.capacity,
-                starvation_s=args.starvation_s,
-            )
-            per_seed[policy].append(summarize(result, rarest, args.workers))
+    per_seed = run_policies(
+        seeds,
+        workers=args.workers,
+        jobs=args.jobs,
+        capacity=args.capacity,
+        utilization=args.utilization,
+        starvation_s=args.starvation_s,
+    )
     elapsed = time.perf_counter() - started
 
     def med(policy: str, attr: str) -> float:

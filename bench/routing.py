@@ -54,11 +54,15 @@ def per_call_us(
     return statistics.median(samples)
 
 
-def main() -> int:
+def prompts() -> list[str]:
     if EVAL_SET.is_file():
-        prompts = [json.loads(line)["prompt"] for line in EVAL_SET.read_text().splitlines() if line.strip()]
-    else:
-        prompts = FALLBACK
+        return [json.loads(line)["prompt"] for line in EVAL_SET.read_text().splitlines() if line.strip()]
+    return FALLBACK
+
+
+def measure(rounds: int = 7, repeat: int = 200) -> list[tuple[str, float]]:
+    """(measurement, median µs per prompt) for the baseline, classify() and route(), in that order."""
+    texts = prompts()
     catalog = load_catalog(probe=lambda checkpoint: True, adapter_probe=lambda adapter: True)
     one_regex = re.compile(r"\b(?:portrait|photo|painting)\b")
 
@@ -69,14 +73,19 @@ def main() -> int:
         names = tuple(re.findall(r"@([A-Za-z0-9_-]{1,32})", prompt))
         return route(Request(prompt), catalog, characters=names)
 
-    rows = [
-        ("baseline: lowercase + one regex search", per_call_us(baseline, prompts)),
-        ("classify(prompt)", per_call_us(classify, prompts)),
-        ("route(request, catalog, characters)", per_call_us(routed, prompts)),
+    return [
+        ("baseline: lowercase + one regex search", per_call_us(baseline, texts, rounds, repeat)),
+        ("classify(prompt)", per_call_us(classify, texts, rounds, repeat)),
+        ("route(request, catalog, characters)", per_call_us(routed, texts, rounds, repeat)),
     ]
+
+
+def main() -> int:
+    rows = measure()
+    texts = prompts()
     base = rows[0][1]
-    mean_chars = statistics.mean(len(p) for p in prompts)
-    print(f"{len(prompts)} prompts (mean {mean_chars:.0f} chars), Python {sys.version.split()[0]}")
+    mean_chars = statistics.mean(len(p) for p in texts)
+    print(f"{len(texts)} prompts (mean {mean_chars:.0f} chars), Python {sys.version.split()[0]}")
     print()
     print("| measurement | median µs per prompt | ratio to baseline | target |")
     print("| --- | ---: | ---: | --- |")

@@ -378,12 +378,17 @@ def fleet() -> None:
 
     beats, statuses = run(look())
     workers = Table(title=f"workers ({len(beats)} live)")
-    for column in ("worker", "device", "serves", "loaded", "budget GB", "running"):
+    columns = ("worker", "device", "serves", "loaded", "parked", "budget GB", "moves", "fast path", "running")
+    for column in columns:
         workers.add_column(column)
     for beat in beats:
+        kept = beat.residency
         workers.add_row(
             beat.worker, beat.device, ", ".join(beat.profiles), ", ".join(beat.loaded),
-            f"{beat.memory_budget_gb:.1f}",
+            ", ".join(kept.offloaded),
+            f"{beat.memory_budget_gb:.1f} (+{kept.host_budget_gb:.0f} host)",
+            f"{kept.loads} loads, {kept.offloads} parked, {kept.restores} back, {kept.drops} dropped",
+            ", ".join(kept.fast_path),
             f"paused: {beat.paused}" if beat.paused else beat.current_job or "idle",
         )  # fmt: skip
     console.print(workers)

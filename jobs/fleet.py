@@ -24,6 +24,25 @@ DURATIONS_KEPT = 50
 LOADS_KEY = "likeness:loads:"  # the last load times of a profile's checkpoint, kept like durations
 
 
+class Residency(BaseModel):
+    """Where a worker's pipelines are and how they moved: on the GPU (`WorkerBeat.loaded`), parked in host
+    memory to make room (brought back in about a second), or dropped; counted since the worker started."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    offloaded: tuple[str, ...] = Field(
+        default=(), description="checkpoints parked in host memory, least recently used first"
+    )
+    host_budget_gb: float = Field(default=0.0, description="host memory for parked pipelines; 0 = none")
+    loads: int = Field(default=0, description="loads from disk")
+    offloads: int = Field(default=0, description="moves from the GPU to host memory")
+    restores: int = Field(default=0, description="moves back from host memory to the GPU")
+    drops: int = Field(default=0, description="pipelines let go of (loaded again from disk when next used)")
+    fast_path: tuple[str, ...] = Field(
+        default=(), description="speed-ups on the resident pipelines (jobs/acceleration.py), e.g. compile"
+    )
+
+
 class WorkerBeat(BaseModel):
     """What a worker says about itself every couple of seconds."""
 
@@ -46,6 +65,7 @@ class WorkerBeat(BaseModel):
     paused: str = Field(
         default="", description="why it stopped taking jobs (it keeps failing); empty = working"
     )
+    residency: Residency = Field(default_factory=Residency, description="host-memory parking and counts")
 
 
 class QueueStatus(BaseModel):

@@ -17,11 +17,16 @@ from typing import Any
 
 import torch
 
+from jobs.acceleration import FastPath, accelerate, fit_vae
+from jobs.fleet import Residency
+from jobs.settings import WorkerSettings
 from jobs.spec import Recipe
 from jobs.tiny import ensure_tiny_pipeline
 from router.catalog import TINY_PREFIX
 
 log = logging.getLogger(__name__)
+
+HOST_SHARE = 0.4  # of the host's RAM parks pipelines moved off the GPU, unless configured
 
 # Single-file checkpoints need to be told their architecture; folders and hub ids carry model_index.json.
 _SINGLE_FILE_CLASSES = {
@@ -90,55 +95,172 @@ class Resident:
     pipeline: Any
     memory_gb: float
     derived: dict[str, Any] = field(default_factory=dict)
+    fast_path: tuple[str, ...] = ()  # the speed-ups applied at load (jobs/acceleration.py)
 
 
 class PipelineCache:
     """Pipelines by checkpoint: a checkpoint loads once and stays resident while it fits the budget.
 
-    When a new checkpoint does not fit, the least recently used ones are dropped first.
+    When a new checkpoint does not fit the device's budget, the least recently used ones make room: on
+    CUDA they are first parked in host memory (`host_budget_gb`; brought back to the GPU in about a
+    second when used again), and only dropped when that is full too. Every move is logged and counted
+    (`residency()`, which the heartbeat carries). `host_device` names where parked pipelines go:
+    "cpu" on CUDA by default, none elsewhere (a CPU worker has nowhere cheaper to put them); tests name
+    it to run the parking on a CPU-only machine.
     """
 
-    def __init__(self, models_dir: Path, device: Device, budget_gb: float) -> None:
+    def __init__(
+        self,
+        models_dir: Path,
+        device: Device,
+        budget_gb: float,
+        *,
+        host_budget_gb: float | None = None,
+        host_device: str | None = None,
+        fast_path: FastPath | None = None,
+    ) -> None:
         self.models_dir = models_dir
         self.device = device
         self.budget_gb = budget_gb
+        self.host_device = (
+            host_device if host_device is not None else ("cpu" if device.name == "cuda" else None)
+        )
+        if self.host_device is None:
+            self.host_budget_gb = 0.0
+        elif host_budget_gb is None:
+            self.host_budget_gb = Device("cpu", torch.float32).memory_gb() * HOST_SHARE
+        else:
+            self.host_budget_gb = host_budget_gb
+        self.fast_path = fast_path if fast_path is not None else FastPath.for_device(device.name)
         self.loads: dict[str, int] = {}
-        self._resident: OrderedDict[str, Resident] = OrderedDict()
+        self.offloads = self.restores = self.drops = 0
+        self._resident: OrderedDict[str, Resident] = OrderedDict()  # on the device, least recent first
+        self._parked: OrderedDict[str, Resident] = OrderedDict()  # in host memory, least recent first
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings, device: Device, budget_gb: float) -> PipelineCache:
+        return cls(
+            settings.models_dir,
+            device,
+            budget_gb,
+            host_budget_gb=settings.host_memory_budget_gb,
+            fast_path=FastPath.from_settings(settings, device.name),
+        )
 
     @property
     def resident(self) -> list[str]:
+        """Checkpoints on the device, least recently used first."""
         return list(self._resident)
 
+    @property
+    def offloaded(self) -> list[str]:
+        """Checkpoints parked in host memory, least recently used first."""
+        return list(self._parked)
+
+    def residency(self) -> Residency:
+        applied = sorted({name for r in self._resident.values() for name in r.fast_path})
+        return Residency(
+            offloaded=tuple(self._parked),
+            host_budget_gb=round(self.host_budget_gb, 2),
+            loads=sum(self.loads.values()),
+            offloads=self.offloads,
+            restores=self.restores,
+            drops=self.drops,
+            fast_path=tuple(applied),
+        )
+
     def get(self, checkpoint: str, family: str, memory_gb: float) -> tuple[Any, float]:
-        """The pipeline of `checkpoint`, loaded if needed, and the seconds spent loading (0 when warm)."""
+        """The pipeline of `checkpoint` on the device, and the seconds spent making it ready (0 when warm):
+        loading it, or bringing it back from host memory."""
         with self._lock:
             if checkpoint in self._resident:
                 self._resident.move_to_end(checkpoint)
                 return self._resident[checkpoint].pipeline, 0.0
+            parked = self._parked.pop(checkpoint, None)
+            if parked is not None:
+                self._make_room(parked.memory_gb)
+                started = time.perf_counter()
+                try:
+                    _move(parked, self.device.name)
+                except Exception:
+                    self.drops += 1
+                    log.warning("could not bring %s back to %s; dropped it", checkpoint, self.device.name)
+                    self._free_device_cache()
+                    raise
+                took = time.perf_counter() - started
+                self._resident[checkpoint] = parked
+                self.restores += 1
+                log.info("brought %s back from host memory in %.1fs", checkpoint, took)
+                return parked.pipeline, took
             self._make_room(memory_gb)
             started = time.perf_counter()
             pipeline = self._load(checkpoint, family)
+            report = None
+            if family != "esrgan":
+                report = accelerate(pipeline, family, self.fast_path)
             took = time.perf_counter() - started
-            self._resident[checkpoint] = Resident(pipeline, memory_gb)
+            self._resident[checkpoint] = Resident(
+                pipeline, memory_gb, fast_path=report.applied if report else ()
+            )
             self.loads[checkpoint] = self.loads.get(checkpoint, 0) + 1
             log.info("loaded %s in %.1fs on %s", checkpoint, took, self.device.name)
+            if report is not None:
+                log.info("fast path for %s: %s", checkpoint, report.summary())
             return pipeline, took
 
     def _make_room(self, memory_gb: float) -> None:
+        """Park or drop the least recently used pipelines until `memory_gb` more fits the device budget."""
         used = sum(r.memory_gb for r in self._resident.values())
+        freed = False
         while self._resident and used + memory_gb > self.budget_gb:
-            name, dropped = self._resident.popitem(last=False)
-            used -= dropped.memory_gb
+            name, entry = self._resident.popitem(last=False)
+            used -= entry.memory_gb
+            freed = True
+            if self._park(name, entry):
+                continue
+            self.drops += 1
             log.info("dropped %s to stay within the %.1f GB budget", name, self.budget_gb)
-            del dropped
-            if self.device.name == "cuda":
-                torch.cuda.empty_cache()
+            del entry
+        if freed:
+            self._free_device_cache()
+
+    def _park(self, name: str, entry: Resident) -> bool:
+        """Move a pipeline to host memory, dropping the least recently parked ones while it does not fit."""
+        if self.host_device is None or entry.memory_gb > self.host_budget_gb:
+            return False
+        used = sum(r.memory_gb for r in self._parked.values())
+        while self._parked and used + entry.memory_gb > self.host_budget_gb:
+            dropped, old = self._parked.popitem(last=False)
+            used -= old.memory_gb
+            self.drops += 1
+            log.info("dropped %s from host memory to stay within %.1f GB", dropped, self.host_budget_gb)
+            del old
+        started = time.perf_counter()
+        try:
+            _move(entry, self.host_device)
+        except Exception:  # e.g. out of host memory: the pipeline is dropped instead
+            log.warning("could not move %s to host memory; dropping it", name, exc_info=True)
+            return False
+        self._parked[name] = entry
+        self.offloads += 1
+        log.info(
+            "moved %s to host memory in %.1fs to stay within the %.1f GB budget",
+            name,
+            time.perf_counter() - started,
+            self.budget_gb,
+        )
+        return True
+
+    def _free_device_cache(self) -> None:
+        if self.device.name == "cuda":
+            torch.cuda.empty_cache()
 
     def derived(self, checkpoint: str, name: str, make: Callable[[Any], Any]) -> Any:
         """A pipeline made from a resident one's components (e.g. its img2img twin), kept beside it.
 
-        Made once per resident pipeline and dropped with it; it shares the weights, so it costs no memory.
+        Made once per resident pipeline, moved and dropped with it; it shares the weights, so it costs
+        no memory.
         """
         with self._lock:
             resident = self._resident.get(checkpoint)
@@ -191,6 +313,21 @@ class PipelineCache:
         if hasattr(pipeline, "safety_checker") and getattr(pipeline, "safety_checker", None) is not None:
             log.info("%s ships a safety checker; it stays on", checkpoint)
         return pipeline.to(self.device.name)
+
+
+def _move(entry: Resident, device: str) -> None:
+    """Move a resident pipeline and its derived twins (which share most modules) to `device`.
+
+    Module by module rather than `pipeline.to()`, which warns about half precision on a CPU: parked
+    pipelines only wait there.
+    """
+    for pipeline in (entry.pipeline, *entry.derived.values()):
+        if isinstance(pipeline, torch.nn.Module):
+            pipeline.to(device)
+            continue
+        for component in getattr(pipeline, "components", {}).values():
+            if isinstance(component, torch.nn.Module):
+                component.to(device)
 
 
 def _local_source(checkpoint: str, models_dir: Path) -> str | Path:
@@ -288,6 +425,7 @@ def _batched(
     extra: Mapping[str, Any],
 ) -> list[Any]:
     set_scheduler(pipeline, recipe.scheduler)
+    fit_vae(pipeline, recipe.width, recipe.height, len(recipe.seeds))
     generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in recipe.seeds]
 
     def step_end(_pipe: Any, step: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:

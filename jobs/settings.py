@@ -61,8 +61,65 @@ class WorkerSettings(SharedSettings):
         le=4096,
         description="Memory for resident pipelines; unset = 90% of GPU memory (or 50% of RAM on CPU).",
     )
+    # The fast path on CUDA (jobs/acceleration.py). Each switch is on by default and does nothing on a CPU
+    # or MPS device, where it is slower or unsupported.
+    host_memory_budget_gb: float | None = Field(
+        default=None,
+        ge=0,
+        le=4096,
+        description="CUDA only: host memory for pipelines moved off the GPU to make room (brought back in "
+        "about a second instead of loaded again); unset = 40% of RAM, 0 = drop them instead.",
+    )
+    channels_last: bool = Field(
+        default=True, description="CUDA only: keep UNet and VAE weights channels-last (faster convolutions)."
+    )
+    fuse_qkv: bool = Field(
+        default=True,
+        description="CUDA only: fuse attention query/key/value projections into one matmul where the "
+        "pipeline supports it (costs a copy of those weights).",
+    )
+    torch_compile: bool = Field(
+        default=True,
+        description="CUDA only: torch.compile the denoiser's repeated blocks at load, with warm-up calls, "
+        "so the first job does not pay for compiling (adds tens of seconds to each load).",
+    )
+    vae_tile_above_px: int = Field(
+        default=1536 * 1536,
+        ge=0,
+        description="CUDA only: decode images of more pixels than this in tiles (bounded memory; seams are "
+        "blended); 0 = never tile.",
+    )
+    vae_slice_above_px: int = Field(
+        default=4 * 1024 * 1024,
+        ge=0,
+        description="CUDA only: decode a batch one image at a time when images × pixels exceed this; "
+        "0 = never slice.",
+    )
     worker_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64)
     job_timeout_s: int = Field(default=900, ge=10, le=86_400, description="Longest a job may run.")
+    seconds_per_megapixel_step: float | None = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        description="This worker's pace: seconds per megapixel per denoising step of an SDXL-class model; "
+        "each job's time limit is scaled from it (jobs/timeouts.py). Unset = 0.5 on CUDA (a mid GPU), "
+        "3 on MPS, 20 on CPU.",
+    )
+    job_timeout_safety: float = Field(
+        default=3.0, ge=1.0, le=100.0, description="How many times its expected time a job may take."
+    )
+    job_load_allowance_s: float = Field(
+        default=120.0,
+        ge=0.0,
+        le=3600.0,
+        description="Added to a job's time limit when its checkpoint is not loaded yet.",
+    )
+    job_timeout_floor_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=86_400.0,
+        description="The shortest time limit any job gets (at most job_timeout_s).",
+    )
     max_failures_per_hour: int = Field(
         default=5,
         ge=0,
