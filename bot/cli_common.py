@@ -128,7 +128,8 @@ async def studio_for(stack: AsyncExitStack, settings: BotSettings, *, limits: bo
             models_file=settings.models_file,
             default_profile=settings.default_profile,
         )
-        queue = LocalQueue(JobRunner(worker_settings, catalog).run)
+        runner = JobRunner(worker_settings, catalog)
+        queue = LocalQueue(runner.run, stop=runner.stop)
     stack.push_async_callback(queue.close)
     return Studio(
         ledger=ledger,

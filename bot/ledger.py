@@ -6,10 +6,12 @@ transactions on one shared connection would interleave between concurrent tasks.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -89,15 +91,40 @@ class Generation:
         return [Path(name) for name in self.result.get("files", [])]
 
 
+# The ledgers whose turn the current task holds (see Ledger.connect).
+_HELD: ContextVar[frozenset[int]] = ContextVar("ledger_turns_held", default=frozenset())
+BUSY_TIMEOUT_MS = 30_000  # how long a unit of work waits for another process's write to end
+
+
 class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Units of work of this process take turns: SQLite has one writer at a time, and a hundred
+        # connections waiting on each other's commits (a burst of results finishing at once) would run out
+        # the busy timeout, where queueing here costs each a few milliseconds.
+        self._turn = asyncio.Lock()
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One connection for one unit of work; commits on success, rolls back on error."""
+        """One connection for one unit of work, in turn with this process's others; commits on success,
+        rolls back on error. A unit of work may open another inside it (it already has the turn)."""
+        held = _HELD.get()
+        if id(self) in held:
+            async with self._connection() as db:
+                yield db
+            return
+        async with self._turn:
+            token = _HELD.set(held | {id(self)})
+            try:
+                async with self._connection() as db:
+                    yield db
+            finally:
+                _HELD.reset(token)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[aiosqlite.Connection]:
         async with aiosqlite.connect(self.path) as db:
-            await db.execute("PRAGMA busy_timeout = 5000")
+            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await db.execute("PRAGMA foreign_keys = ON")
             db.row_factory = aiosqlite.Row
             try:
@@ -169,22 +196,25 @@ class Ledger:
         *,
         error: str = "",
         result: dict[str, Any] | None = None,
-    ) -> None:
+        only_from: Sequence[Status] | None = None,
+    ) -> bool:
+        """Set a generation's status. With `only_from`, only a generation in one of those statuses changes
+        (one atomic statement): False when it was in another; without it, a missing one is a KeyError."""
         if status not in STATUSES:
             raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        sets, values = "status = ?, error = ?, updated_at = ?", [status, error, time.time()]
+        if result is not None:
+            sets, values = sets + ", result = ?", [*values, json.dumps(result)]
+        where, keys = "id = ?", [generation_id]
+        if only_from is not None:
+            where += f" AND status IN ({','.join('?' for _ in only_from)})"
+            keys += list(only_from)
         async with self.connect() as db:
-            if result is None:
-                cursor = await db.execute(
-                    "UPDATE generations SET status = ?, error = ?, updated_at = ? WHERE id = ?",
-                    (status, error, time.time(), generation_id),
-                )
-            else:
-                cursor = await db.execute(
-                    "UPDATE generations SET status = ?, error = ?, result = ?, updated_at = ? WHERE id = ?",
-                    (status, error, json.dumps(result), time.time(), generation_id),
-                )
-            if cursor.rowcount != 1:
-                raise KeyError(f"no generation {generation_id} in the ledger")
+            cursor = await db.execute(f"UPDATE generations SET {sets} WHERE {where}", (*values, *keys))
+            changed = cursor.rowcount == 1
+        if not changed and only_from is None:
+            raise KeyError(f"no generation {generation_id} in the ledger")
+        return changed
 
     async def get(self, generation_id: str) -> Generation | None:
         async with (

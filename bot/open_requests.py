@@ -1,7 +1,8 @@
 """A member's open requests in one server, as `/queue` shows them: state, place in line and a rough wait.
 
 Platform-free: the chat adapters show the lines (backticks read as code on Discord and Slack alike) and
-offer Cancel for the ones still waiting.
+offer Cancel for the ones not done yet: a waiting one is taken off the queue, a running one stopped by its
+worker at the next step.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from bot.ledger import Generation
 from bot.studio import Studio
 
 STATES = {"recorded": "recorded", "queued": "queued", "running": "running", "finished": "finished, posting"}
-WAITING = ("recorded", "queued")  # what Cancel may still take off the queue
+QUEUED = ("recorded", "queued")  # no worker has started them: they have a place in line
+WAITING = (*QUEUED, "running")  # waiting for a result: what Cancel may still take off the queue or stop
 
 
 async def open_requests(studio: Studio, actor: Actor, now: float) -> list[tuple[Generation, str]]:
@@ -25,7 +27,9 @@ async def open_requests(studio: Studio, actor: Actor, now: float) -> list[tuple[
     lines: list[tuple[Generation, str]] = []
     for generation in mine:
         line = f"`{generation.id}` · {generation.kind} · {STATES.get(generation.status, generation.status)}"
-        if generation.status in WAITING:
+        if generation.status == "running":
+            line += f" · for {ago(now - generation.updated_at)}"
+        if generation.status in QUEUED:
             ahead = _ahead(everyone, generation)
             line += " · next up" if ahead == 0 else f" · {ahead} ahead"
             status = await studio.queue.status(generation.queue, _profile(generation))

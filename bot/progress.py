@@ -17,6 +17,8 @@ Render = Callable[[Submission, str], str]  # (submission, progress words) → th
 def progress_text(event: ProgressEvent) -> str | None:
     """One event as a few words for the status message; None for the events a result replaces."""
     if event.state == "queued":
+        if event.message:  # queued again, e.g. after running past its time limit on a worker
+            return f"queued again: {event.message}"
         ahead = event.position or 0
         return "queued: next up" if ahead == 0 else f"queued: {ahead} ahead of you"
     if event.state == "step":

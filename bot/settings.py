@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 
 from jobs.settings import SharedSettings
+from jobs.timeouts import TRIES
 
 DISCORD_API_BASE = "https://discord.com/api/v10"
 DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
@@ -15,8 +16,19 @@ DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
 class BotSettings(SharedSettings):
     """The shared settings (data dir, models file, default profile, Redis URL) plus the bot's own."""
 
+    job_timeout_s: int = Field(
+        default=900,
+        ge=10,
+        le=86_400,
+        description="The workers' longest job limit (their LIKENESS_JOB_TIMEOUT_S): a job that runs past "
+        "its limit is tried once more, so the bot waits at least twice this.",
+    )
     job_wait_s: float = Field(
-        default=1800, ge=1, le=86_400, description="How long the bot waits for a job before calling it lost."
+        default=2400,
+        ge=1,
+        le=86_400,
+        description="How long the bot waits for a job before calling it lost: two tries of the longest "
+        "job (2 × job_timeout_s) and the time it may wait in its queue.",
     )
     discord_token: SecretStr | None = Field(
         default=None,
@@ -64,6 +76,19 @@ class BotSettings(SharedSettings):
         default=3000, ge=1, le=65_535, description="The port of the HTTP endpoint (path /slack/events)."
     )
     slack_host: str = Field(default="0.0.0.0", description="The address the HTTP endpoint listens on.")
+
+    @field_validator("job_wait_s")
+    @classmethod
+    def _wait_for_every_try(cls, value: float, info: ValidationInfo) -> float:
+        timeout = info.data.get("job_timeout_s")
+        if timeout is not None and value < TRIES * timeout:
+            raise ValueError(
+                f"{value:g} s is shorter than {TRIES} tries of the longest job ({TRIES} × job_timeout_s "
+                f"{timeout} s = {TRIES * timeout} s): a job tried again after running past its limit would "
+                f"be called lost while it runs; set LIKENESS_JOB_WAIT_S to at least {TRIES * timeout}, plus "
+                "the time jobs wait in their queue"
+            )
+        return value
 
     @property
     def ledger_path(self) -> Path:

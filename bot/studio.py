@@ -23,7 +23,7 @@ from bot.buttons import Action, Source, animate_spec, find_source, indexed_files
 from bot.character_desk import CharacterDesk, CharacterRefused
 from bot.commands import PortraitRequest, parse_portrait, request_text
 from bot.errors import BadFlag, BadPrompt, GenerationRefused, JobFailed, JobTimedOut, UnknownProfile
-from bot.ledger import Generation, Ledger
+from bot.ledger import Generation, Ledger, Status
 from bot.limits import check, fast_lane, usage
 from bot.server_settings import ServerSettingsStore
 from characters.mentions import resolve_mentions
@@ -141,7 +141,7 @@ class Studio:
         catalog: Catalog,
         queue: Queue,
         generations_dir: Path,
-        job_wait_s: float = 1800,
+        job_wait_s: float = 2400,
         seed_source: Callable[[], int] = random_seed,
         characters: CharacterDesk | None = None,
         upload_bytes: int = DISCORD_FILE_LIMIT,
@@ -355,7 +355,9 @@ class Studio:
         """Wait for the job, keep its files under the data dir, and mark the generation finished."""
         generation_id = submission.generation_id
         try:
-            result = await submission.handle.result(timeout=self.job_wait_s)
+            result = await submission.handle.result(
+                timeout=self.job_wait_s, on_start=lambda: self._running(generation_id)
+            )
         except TimeoutError:
             raise JobTimedOut(
                 f"generation {generation_id} got no result in {self.job_wait_s:g} s. Is a worker serving "
@@ -388,6 +390,14 @@ class Studio:
             notices=(*result.notices, *submission.tips),
             kind=submission.spec.kind,
         )
+
+    async def _running(self, generation_id: str) -> None:
+        """A worker has started the generation's job (its first progress event came): /queue says so. A
+        bot restarted meanwhile sees the same events again (the job's stream outlives it)."""
+        try:
+            await self.ledger.set_status(generation_id, "running", only_from=("recorded", "queued"))
+        except Exception:  # the status line is a courtesy; the result is what counts
+            log.warning("could not record %s as running", generation_id, exc_info=True)
 
     async def reattach(self, generation: Generation) -> Submission:
         """A recorded generation back on the queue after a restart, under its own job id: if its job is
@@ -540,9 +550,11 @@ class Studio:
             f"generation {generation_id} is a {record.kind}; Reroll makes portraits and variations again"
         )
 
-    async def cancel(self, origin: Origin, generation_id: str, *, is_manager: bool = False) -> None:
-        """Take a request off the queue before a worker starts it: by its requester or a server manager.
-        It is then recorded as failed ("cancelled by …"), and whoever waits on it gets that result."""
+    async def cancel(self, origin: Origin, generation_id: str, *, is_manager: bool = False) -> str:
+        """Cancel a request, by its requester or a server manager: one still waiting is taken off the
+        queue and recorded as failed ("cancelled by …") at once; a running one is stopped by its worker at
+        the next step, and its result, failed with that reason, is recorded by whoever waits on it. Says
+        what happened; refuses, saying why, when there is nothing left to cancel."""
         record = await self._record(generation_id)
         if (record.platform, record.server_id) != (origin.platform, origin.server_id):
             raise GenerationRefused(f"generation {generation_id} was made in another server")
@@ -550,16 +562,36 @@ class Studio:
             raise GenerationRefused(
                 f"only the requester of {generation_id} or a server manager can cancel it"
             )
-        if record.status not in ("recorded", "queued"):
+        if record.status not in ("recorded", "queued", "running"):
             raise GenerationRefused(
-                f"generation {generation_id} is {record.status}; only a queued one can be cancelled"
+                f"generation {generation_id} is {record.status}; there is nothing left to cancel"
             )
         reason = f"cancelled by {origin.user_id}"
-        if record.status == "queued" and not await self.queue.cancel(record.job_id, record.queue, reason):
+        outcome = "removed"
+        if record.status != "recorded":
+            outcome = await self.queue.cancel(record.job_id, record.queue, reason)
+        if outcome == "stopping":
+            return f"stopping `{generation_id}`: its worker ends it after the step under way"
+        if outcome == "running":
             raise GenerationRefused(
-                f"generation {generation_id} is already running; it cannot be stopped now"
+                f"generation {generation_id} is already running where it cannot be stopped; it will finish"
             )
-        await self.ledger.set_status(generation_id, "failed", error=reason)
+        if outcome == "finished":
+            raise GenerationRefused(
+                f"generation {generation_id} ended before the cancel reached it; nothing was cancelled"
+            )
+        # Off the queue (whoever waits on it may record the same), or unknown to it (Redis lost it): on
+        # record as cancelled, so nothing resumes it; unless it ended meanwhile.
+        open_statuses: tuple[Status, ...] = ("recorded", "queued", "running")
+        only_from = None if outcome == "removed" else open_statuses
+        if not await self.ledger.set_status(generation_id, "failed", error=reason, only_from=only_from):
+            # Whoever waited on the job may have recorded this very cancel first: then it was cancelled.
+            now = await self._record(generation_id)
+            if (now.status, now.error) != ("failed", reason):
+                raise GenerationRefused(
+                    f"generation {generation_id} ended before the cancel reached it; nothing was cancelled"
+                )
+        return f"cancelled `{generation_id}`"
 
     async def _record(self, generation_id: str) -> Generation:
         record = await self.ledger.get(generation_id)

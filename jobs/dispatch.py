@@ -40,21 +40,37 @@ class GatedWorker(Worker):
     """An arq Worker that honours `allow_pick_jobs` for each job it starts, and says when a job ends.
 
     arq reads the flag before it reads its queue; checking it again per job makes a flag cleared during
-    that read (another queue opened, or shutdown began) hold as well.
+    that read (another queue opened, or shutdown began) hold as well. `may_take` is asked too, at once
+    rather than at the dispatcher's next decision: a job given up on past its time limit may still hold
+    the device. The jobs in `leave_to_others` (job id → until when, monotonic) are left for other
+    workers to take: they ran past their limit here.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.when_job_ends: Callable[[], None] = lambda: None
+        self.may_take: Callable[[], bool] = lambda: True
+        self.leave_to_others: dict[str, float] = {}
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         for job_id in job_ids:
-            if not self.allow_pick_jobs or self.job_counter >= self.max_jobs:
+            if not self.allow_pick_jobs or not self.may_take() or self.job_counter >= self.max_jobs:
                 return
+            if self._left_to_others(job_id.decode()):
+                continue
             await super().start_jobs([job_id])
             task = self.tasks.get(job_id.decode())
             if task is not None:
                 task.add_done_callback(lambda _: self.when_job_ends())
+
+    def _left_to_others(self, job_id: str) -> bool:
+        until = self.leave_to_others.get(job_id)
+        if until is None:
+            return False
+        if until > time.monotonic():
+            return True
+        del self.leave_to_others[job_id]  # nobody else took it in time: this worker may try it again
+        return False
 
 
 class Gate(Protocol):
@@ -160,8 +176,9 @@ class Dispatcher:
         self._logged: str | None = ""  # the queue of the last decision logged ("": none yet)
         self._stopped = False
         self._wake = asyncio.Event()
-        self.changed = asyncio.Event()  # busy, holds or capacity changed: the heartbeat tells the fleet
-        self._told: tuple[bool, tuple[str, ...], int] = (False, (), 0)
+        # busy, holds, capacity or why it is paused changed: the heartbeat tells the fleet
+        self.changed = asyncio.Event()
+        self._told: tuple[bool, tuple[str, ...], int, str] = (False, (), 0, "")
         self._queued: dict[str, _Queued] = {}  # jobs at the queues' heads, by id
         self._job_s: dict[str, float] = {}
         self._load_s: dict[str, float] = {}
@@ -318,11 +335,14 @@ class Dispatcher:
         if self._stopped:
             return
         self._tell_fleet()
-        if getattr(self._holder, "paused", None):  # it keeps failing: take nothing more
+        # It keeps failing (for good), or a job given up on still holds its device (for a while).
+        if getattr(self._holder, "paused", None):
             self._close()
             return
         if len(self._gates) == 1:
-            return  # opened for good at the start
+            (queue,) = self._gates
+            self._set_open(queue, self._sole_profile(queue))  # open, as at the start, unless paused
+            return
         if self.busy:
             self._close()
             return
@@ -385,7 +405,7 @@ class Dispatcher:
             gate.allow_pick_jobs = False
 
     def _tell_fleet(self) -> None:
-        now = (self.busy, self.holds(), self.capacity())
+        now = (self.busy, self.holds(), self.capacity(), getattr(self._holder, "paused", None) or "")
         if now != self._told:
             self._told = now
             self.changed.set()

@@ -8,13 +8,14 @@ job. Both pass the same contract tests (tests/jobs/test_queue_contract.py).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from jobs.fleet import QueueStatus, live_workers, queue_status
 from jobs.spec import JobResult, JobSpec, ProgressEvent, pack, unpack
@@ -22,18 +23,34 @@ from jobs.spec import JobResult, JobSpec, ProgressEvent, pack, unpack
 log = logging.getLogger(__name__)
 
 ARQ_FUNCTION = "run_job"
-# KEYS: the job's in-progress lock, its queue, its data; ARGV: its id. 1 when it was taken off the queue.
+# One atomic step: a job with a result has ended; one a worker holds (its in-progress lock) gets a cancel
+# mark that the worker reads between steps; one still waiting is taken off the queue.
+# KEYS: its result, its in-progress lock, its queue, its data, its cancel mark; ARGV: its id, the reason,
+# the mark's lifetime in seconds.
 _CANCEL_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
-redis.call('DEL', KEYS[3])
-return 1
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'finished' end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('SET', KEYS[5], ARGV[2], 'EX', tonumber(ARGV[3]))
+  return 'stopping'
+end
+if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 then
+  redis.call('DEL', KEYS[4])
+  return 'removed'
+end
+return 'unknown'
 """
+CANCEL_KEY = "likeness:cancel:"  # a running job's cancel mark: the reason, read by its worker
 # Less than arq's expires_extra_ms (a day): arq keeps a job until its score plus that margin.
 FAST_LANE_MS = 3600 * 1000
 EVENTS_KEY = "likeness:events:"
 EVENTS_TTL_S = 24 * 3600
 TERMINAL = frozenset({"finished", "failed"})
+STARTED = frozenset({"started", "loading", "step", "encoding"})  # a worker has the job in hand
+
+# What a cancel did: took the job off the queue; asked its worker to stop it (it ends with the reason);
+# nothing, because it runs where it cannot be stopped, has already ended, or is not known to the queue.
+CancelOutcome = Literal["removed", "stopping", "running", "finished", "unknown"]
+StartHook = Callable[[], Awaitable[None]]
 
 
 class QueueUnavailable(ConnectionError):
@@ -50,7 +67,9 @@ class JobHandle(Protocol):
         """Progress until the job finishes or fails (the last event says which)."""
         ...
 
-    async def result(self, timeout: float | None = None) -> JobResult: ...
+    async def result(self, timeout: float | None = None, *, on_start: StartHook | None = None) -> JobResult:
+        """The job's result; `on_start` is awaited once when a worker is seen to have started it."""
+        ...
 
 
 class Queue(Protocol):
@@ -66,15 +85,19 @@ class Queue(Protocol):
         """The profiles some live worker serves now; None when every profile is served (in process)."""
         ...
 
-    async def cancel(self, job_id: str, queue_name: str, reason: str) -> bool:
-        """Take a job off its queue if no worker has started it; whoever waits on it gets a failed result
-        with `reason`. False when it is running, done, or unknown."""
+    async def cancel(self, job_id: str, queue_name: str, reason: str) -> CancelOutcome:
+        """Take a job off its queue if no worker has started it ("removed"), or ask the worker running it
+        to stop between steps ("stopping"); either way whoever waits on it gets a failed result with
+        `reason`. "running": it runs where it cannot be stopped; "finished": it has already ended;
+        "unknown": the queue does not know it."""
         ...
 
     async def close(self) -> None: ...
 
 
 Runner = Callable[[JobSpec, Callable[[ProgressEvent], None]], Awaitable[JobResult]]
+Stop = Callable[[str, str], None]  # (job id, reason): the runner ends that job at its next step
+ENDED_KEPT = 1000  # job ids LocalQueue remembers as ended, to answer a late cancel
 
 
 # --- in-process -----------------------------------------------------------------------------------
@@ -85,12 +108,15 @@ class _LocalHandle:
         self._job_id = job_id
         self._events: asyncio.Queue[ProgressEvent] = asyncio.Queue()
         self._result: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
+        self._started = asyncio.Event()
 
     @property
     def job_id(self) -> str:
         return self._job_id
 
     def emit(self, event: ProgressEvent) -> None:
+        if event.state in STARTED:
+            self._started.set()
         self._events.put_nowait(event)
 
     def finish(self, result: JobResult) -> None:
@@ -106,15 +132,30 @@ class _LocalHandle:
             if event.state in TERMINAL:
                 return
 
-    async def result(self, timeout: float | None = None) -> JobResult:
-        return await asyncio.wait_for(asyncio.shield(self._result), timeout)
+    async def result(self, timeout: float | None = None, *, on_start: StartHook | None = None) -> JobResult:
+        async with asyncio.timeout(timeout):
+            if on_start is not None:
+                started: asyncio.Future[Any] = asyncio.ensure_future(self._started.wait())
+                either: set[asyncio.Future[Any]] = {started, self._result}
+                try:
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    started.cancel()
+                if not self._result.done():
+                    await on_start()
+            return await asyncio.shield(self._result)
 
 
 class LocalQueue:
-    """A worker inside this process: jobs run one at a time, in submission order."""
+    """A worker inside this process: jobs run one at a time, in submission order.
 
-    def __init__(self, runner: Runner) -> None:
+    `stop` (the JobRunner's) lets a cancel end a running job at its next step; without it a running job
+    cannot be stopped.
+    """
+
+    def __init__(self, runner: Runner, *, stop: Stop | None = None) -> None:
         self._runner = runner
+        self._stop = stop
         # (lane, order, …): fast jobs (lane 0) first, then submission order.
         self._pending: asyncio.PriorityQueue[tuple[int, int, JobSpec, _LocalHandle]] = asyncio.PriorityQueue()
         self._order = itertools.count()
@@ -122,6 +163,7 @@ class LocalQueue:
         self._handles: dict[str, _LocalHandle] = {}
         self._started: set[str] = set()
         self._cancelled: set[str] = set()
+        self._ended: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, spec: JobSpec, queue_name: str, *, fast: bool = False) -> JobHandle:
@@ -144,13 +186,26 @@ class LocalQueue:
     async def live_profiles(self) -> frozenset[str] | None:
         return None
 
-    async def cancel(self, job_id: str, queue_name: str, reason: str) -> bool:
+    async def cancel(self, job_id: str, queue_name: str, reason: str) -> CancelOutcome:
         handle = self._handles.get(job_id)
-        if handle is None or job_id in self._started or job_id in self._cancelled:
-            return False
+        if job_id in self._ended or job_id in self._cancelled:
+            return "finished"
+        if handle is None:
+            return "unknown"
+        if job_id in self._started:
+            if self._stop is None:
+                return "running"
+            self._stop(job_id, reason)  # the runner ends it with this reason at its next step
+            return "stopping"
         self._cancelled.add(job_id)  # skipped when its turn comes
         handle.finish(JobResult(job_id=job_id, generation_id="", ok=False, error=reason))
-        return True
+        return "removed"
+
+    def _ended_now(self, job_id: str) -> None:
+        self._handles.pop(job_id, None)
+        self._ended[job_id] = None
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
 
     async def _work(self) -> None:
         while True:
@@ -158,7 +213,7 @@ class LocalQueue:
             self._fast_waiting -= lane == 0
             if spec.job_id in self._cancelled:
                 self._cancelled.discard(spec.job_id)
-                self._handles.pop(spec.job_id, None)
+                self._ended_now(spec.job_id)
                 continue
             self._started.add(spec.job_id)
             try:
@@ -172,7 +227,7 @@ class LocalQueue:
                     error=f"worker crashed: {exc}",
                 )
             handle.finish(result)
-            self._handles.pop(spec.job_id, None)
+            self._ended_now(spec.job_id)
             self._started.discard(spec.job_id)
 
     async def close(self) -> None:
@@ -260,12 +315,13 @@ class _ArqHandle:
                 if event.state in TERMINAL:
                     return
 
-    async def result(self, timeout: float | None = None) -> JobResult:
+    async def result(self, timeout: float | None = None, *, on_start: StartHook | None = None) -> JobResult:
         """Wait on the job's event stream instead of polling, then read arq's result record."""
         redis = self._queue.redis
         key = EVENTS_KEY + self._job_id
         last = "0-0"
         ended = False
+        started = on_start is None
         async with asyncio.timeout(timeout):
             while True:
                 done = await self._queue.finished_result(self._job_id)
@@ -278,7 +334,11 @@ class _ArqHandle:
                 reply = await redis.xread({key: last}, block=1000, count=100)
                 for entry_id, fields in reply[0][1] if reply else ():
                     last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                    ended = ended or ProgressEvent.model_validate(unpack(fields[b"e"])).state in TERMINAL
+                    state = ProgressEvent.model_validate(unpack(fields[b"e"])).state
+                    ended = ended or state in TERMINAL
+                    if not started and not ended and state in STARTED and on_start is not None:
+                        started = True
+                        await on_start()
 
 
 class ArqQueue:
@@ -336,23 +396,34 @@ class ArqQueue:
         beats = await live_workers(self.redis)
         return frozenset(name for beat in beats if not beat.paused for name in beat.profiles)
 
-    async def cancel(self, job_id: str, queue_name: str, reason: str) -> bool:
-        """Take the job off the queue unless a worker holds it, in one atomic step (a Lua script): a
-        worker that started it holds its in-progress lock; one that reads it after finds neither its
-        place in the queue nor its data. Its result is stored as arq would, and the end event wakes
-        whoever waits."""
+    async def cancel(self, job_id: str, queue_name: str, reason: str) -> CancelOutcome:
+        """Cancel in one atomic step (a Lua script). A job a worker holds (its in-progress lock) gets a
+        cancel mark: the worker reads it within a fraction of a second, stops the pipeline at its next
+        step and ends the job with `reason`. A waiting one is taken off the queue: a worker that reads it
+        after finds neither its place in the queue nor its data; its result is stored as arq would, and
+        the end event wakes whoever waits."""
         from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 
-        removed = await self.redis.eval(
-            _CANCEL_SCRIPT, 3, in_progress_key_prefix + job_id, queue_name, job_key_prefix + job_id, job_id
+        outcome = await self.redis.eval(
+            _CANCEL_SCRIPT,
+            5,
+            result_key_prefix + job_id,
+            in_progress_key_prefix + job_id,
+            queue_name,
+            job_key_prefix + job_id,
+            CANCEL_KEY + job_id,
+            job_id,
+            reason,
+            EVENTS_TTL_S,
         )
-        if not removed:
-            return False
+        said = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+        if said != "removed":
+            return cast(CancelOutcome, said)
         failed = JobResult(job_id=job_id, generation_id="", ok=False, error=reason)
         record = {"s": True, "r": failed.model_dump(), "t": 1, "f": ARQ_FUNCTION, "a": [], "k": {}}
         await self.redis.set(result_key_prefix + job_id, pack(record), ex=24 * 3600)
         await publish_event(self.redis, ProgressEvent(job_id=job_id, state="failed", message=reason))
-        return True
+        return "removed"
 
     async def finished_result(self, job_id: str) -> JobResult | None:
         from arq.constants import result_key_prefix

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from arq.constants import in_progress_key_prefix, result_key_prefix
+from arq.worker import Retry
 
 from jobs.dispatch import Dispatcher, GatedWorker, Runner, served_profiles
 from jobs.fleet import (
@@ -48,7 +49,14 @@ from jobs.pipelines import (
     quiet_libraries,
     txt2img,
 )
-from jobs.queue import ARQ_FUNCTION, EventPublisher, arq_redis_settings, publish_event
+from jobs.queue import (
+    ARQ_FUNCTION,
+    CANCEL_KEY,
+    EVENTS_TTL_S,
+    EventPublisher,
+    arq_redis_settings,
+    publish_event,
+)
 from jobs.settings import WorkerSettings
 from jobs.spec import (
     FROM_IMAGE_KINDS,
@@ -63,6 +71,7 @@ from jobs.spec import (
     pack,
     unpack,
 )
+from jobs.timeouts import DEFAULT_PACE, PACE_BY_DEVICE, TRIES, Pace, job_limit_s, timed_out_twice
 from router.catalog import TINY_PREFIX, Catalog
 from router.engines import default_worker_profiles
 
@@ -73,6 +82,12 @@ ProgressSink = Callable[[ProgressEvent], None]
 END_EVENT = "likeness_end_event"  # where run_job leaves the last event for announce_end, in arq's ctx
 FAILURE_WINDOW_S = 3600.0
 LOCK_S = "likeness_lock_s"  # the in-progress lock's length, in arq's ctx (see `_hold_lock`)
+PACE = "likeness_pace"  # the worker's Pace, what its jobs' time limits are scaled from, in arq's ctx
+LEAVE = "likeness_leave_to_others"  # job id → until when this worker leaves it to others, in arq's ctx
+OVERRUNS_KEY = "likeness:overruns:"  # how many times a job ran past its time limit
+RETRY_ELSEWHERE_S = 30.0  # how long a worker leaves a job that ran past its limit here to other workers
+CANCEL_POLL_S = 0.2  # how often a running job's cancel mark is looked for
+OUTER_MARGIN_S = 60.0  # arq's own timeout, the outer bound, is the longest job limit plus this
 DEFAULT_MEMORY_GB = 8.0  # for a recipe whose profile this worker's catalog does not list
 
 TINY_NOTICE = (
@@ -83,6 +98,11 @@ LANCZOS_NOTICE = (
     "upscaled with Lanczos resampling: no upscale model is configured here, so no detail was added "
     "(README, section Models)"
 )
+
+
+class JobStopped(Exception):
+    """Raised from a pipeline's step callback to end the job there: it was cancelled, or it ran past its
+    time limit. The message is the reason."""
 
 
 @dataclass
@@ -105,11 +125,36 @@ class JobRunner:
         budget = settings.memory_budget_gb or self.device.memory_gb() * (
             0.9 if self.device.name == "cuda" else 0.5
         )
-        self.cache = PipelineCache(settings.models_dir, self.device, budget)
+        self.cache = PipelineCache.from_settings(settings, self.device, budget)
         self._device_lock = asyncio.Lock()
-        self.current_job: str | None = None
+        self.current_job: str | None = None  # the job holding the device
         self._failures: collections.deque[float] = collections.deque()
-        self.paused: str | None = None  # why this worker stopped taking jobs, once it keeps failing
+        self._failing: str | None = None  # why this worker stopped taking jobs for good: it keeps failing
+        self._running: set[str] = set()
+        self._stops: dict[str, str] = {}  # job id → why it must end at its next step
+
+    @property
+    def paused(self) -> str | None:
+        """Why this worker takes no job now: it keeps failing (until restarted), or a job told to stop
+        still holds the device (until its pipeline reaches its next step, or its thread ends)."""
+        if self._failing is not None:
+            return self._failing
+        job = self.current_job
+        reason = self._stops.get(job) if job is not None else None
+        if reason is not None:
+            return f"waiting for job {job} to let go of the device ({reason})"
+        return None
+
+    def stop(self, job_id: str, reason: str) -> None:
+        """End job `job_id` at its next denoising step (or tile), with `reason`: it was cancelled, or it
+        ran past its time limit. Does nothing for a job not running here."""
+        if job_id in self._running:
+            self._stops[job_id] = reason
+
+    def _check_stop(self, job_id: str) -> None:
+        reason = self._stops.get(job_id)
+        if reason is not None:
+            raise JobStopped(reason)
 
     async def preload(self, profile_names: list[str]) -> None:
         """Load these profiles' pipelines now, in order while they fit the memory budget, so the first
@@ -136,6 +181,7 @@ class JobRunner:
         def from_thread(event: ProgressEvent) -> None:
             loop.call_soon_threadsafe(progress, event)
 
+        self._running.add(spec.job_id)
         try:
             # The device is held for loading and denoising only; encoding runs beside the next job.
             async with self._device_lock:
@@ -147,6 +193,9 @@ class JobRunner:
                     self.current_job = None
             progress(ProgressEvent(job_id=spec.job_id, state="encoding"))
             return await asyncio.to_thread(self._encode, spec, made)
+        except JobStopped as exc:  # cancelled, or past its limit: neither is this worker's fault
+            log.info("job %s stopped: %s", spec.job_id, exc)
+            return self._failed(spec, str(exc))
         except CannotRun as exc:
             if isinstance(exc, WeightsMissing):  # the worker's fault, not the job's
                 self._count_failure(str(exc))
@@ -156,6 +205,9 @@ class JobRunner:
             log.exception("job %s failed (error id %s)", spec.job_id, error_id)
             self._count_failure(f"internal error {error_id}")
             return self._failed(spec, f"the worker hit an internal error (error id {error_id})")
+        finally:
+            self._running.discard(spec.job_id)
+            self._stops.pop(spec.job_id, None)
 
     def _count_failure(self, reason: str) -> None:
         """A worker that keeps failing stops taking jobs (it would fail them all) and says why."""
@@ -164,12 +216,12 @@ class JobRunner:
         while self._failures and self._failures[0] < now - FAILURE_WINDOW_S:
             self._failures.popleft()
         limit = self.settings.max_failures_per_hour
-        if limit and len(self._failures) >= limit and self.paused is None:
-            self.paused = (
+        if limit and len(self._failures) >= limit and self._failing is None:
+            self._failing = (
                 f"stopped taking jobs after {len(self._failures)} failures within an hour "
                 f"(the last: {reason}); fix the cause and restart the worker"
             )
-            log.error("worker %s %s", self.name, self.paused)
+            log.error("worker %s %s", self.name, self._failing)
 
     @property
     def name(self) -> str:
@@ -192,11 +244,15 @@ class JobRunner:
         timings: dict[str, float] = {"load": 0.0}
 
         def on_step(step: int, total: int) -> None:
+            # Called after each denoising step (each tile of an upscale): where a stop takes effect.
+            self._check_stop(spec.job_id)
             progress(ProgressEvent(job_id=spec.job_id, state="step", step=step, total=total))
 
+        self._check_stop(spec.job_id)
         pipeline = None
         if recipe.family != "lanczos":
             pipeline, timings["load"] = self._pipeline(spec, recipe, progress)
+            self._check_stop(spec.job_id)
         source = _decode_image(spec.source().data) if spec.kind in FROM_IMAGE_KINDS else None
         started = time.perf_counter()
         made = Made(images=[], timings=timings)
@@ -393,15 +449,7 @@ async def run_job(ctx: dict[str, Any], spec_data: dict[str, Any]) -> dict[str, A
         )
     else:
         spec = JobSpec.model_validate(spec_data)
-        publisher = EventPublisher(ctx["redis"])
-        holding = asyncio.create_task(
-            _hold_lock(ctx["redis"], str(ctx.get("job_id", spec.job_id)), float(ctx.get(LOCK_S, 30.0)))
-        )
-        try:
-            result = await runner.run(spec, publisher.emit)
-        finally:
-            holding.cancel()
-            await publisher.close()
+        result = await _run_within_limit(ctx, runner, spec)
         if result.ok and spec.recipe is not None and "total" in result.timings:
             await record_duration(ctx["redis"], spec.recipe.profile, result.timings["total"])
         if result.ok and spec.recipe is not None and result.timings.get("load", 0.0) > 0:
@@ -409,6 +457,123 @@ async def run_job(ctx: dict[str, Any], spec_data: dict[str, Any]) -> dict[str, A
     state: Literal["finished", "failed"] = "finished" if result.ok else "failed"
     ctx[END_EVENT] = ProgressEvent(job_id=result.job_id, state=state, message=result.error)
     return result.model_dump()
+
+
+async def _run_within_limit(ctx: dict[str, Any], runner: SupportsRun, spec: JobSpec) -> JobResult:
+    """Run `spec` within its time limit (jobs/timeouts.py), and end it early if it is cancelled.
+
+    The pipeline runs in a thread that cannot be cancelled. Past its limit the job is told to stop at
+    its next step and left to end on its own: the runner keeps its device, and this worker takes no new
+    job, until it has. Meanwhile the job is tried again, by another worker if there is one (arq's Retry
+    keeps its id, so whoever waits on it keeps waiting); past its limit a second time it fails with the
+    reason.
+    """
+    redis = ctx["redis"]
+    job_id = str(ctx.get("job_id", spec.job_id))
+    pace: Pace = ctx.get(PACE) or Pace()
+    limit_s = job_limit_s(spec, pace, resident=_resident(runner, spec))
+    publisher = EventPublisher(redis)
+    live = True  # once the job is given up on here, what its thread still reports is dropped
+
+    def emit(event: ProgressEvent) -> None:
+        if live:
+            publisher.emit(event)
+
+    holding = asyncio.create_task(_hold_lock(redis, job_id, float(ctx.get(LOCK_S, 30.0))))
+    watching = asyncio.create_task(_watch_cancel(redis, job_id, runner))
+    running = asyncio.ensure_future(runner.run(spec, emit))
+    try:
+        return await asyncio.wait_for(asyncio.shield(running), limit_s)
+    except TimeoutError:
+        live = False
+        return await _overran(ctx, runner, spec, job_id, limit_s, running)
+    except asyncio.CancelledError:  # arq gave up on it (shutdown, or its own timeout): it runs again later
+        live = False
+        _stop(runner, job_id, "the worker stopped before the job ended")
+        given_up = time.monotonic()
+        running.add_done_callback(lambda task: _let_go(task, job_id, given_up))
+        raise
+    finally:
+        holding.cancel()
+        watching.cancel()
+        await publisher.close()
+
+
+async def _overran(
+    ctx: dict[str, Any],
+    runner: SupportsRun,
+    spec: JobSpec,
+    job_id: str,
+    limit_s: float,
+    running: asyncio.Future[JobResult],
+) -> JobResult:
+    """The job ran past its limit here: stop it, then try it once more (elsewhere), or fail it."""
+    name = str(getattr(runner, "name", "") or "this worker")
+    log.warning("job %s ran past its %.0f s limit on %s; stopping it", job_id, limit_s, name)
+    _stop(runner, job_id, f"it ran past its {limit_s:.0f} s limit")
+    given_up = time.monotonic()
+    running.add_done_callback(lambda task: _let_go(task, job_id, given_up))
+    redis = ctx["redis"]
+    # Counted apart from arq's job_try: a try that ended because a worker died is no timeout.
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.incr(OVERRUNS_KEY + job_id)
+        pipe.expire(OVERRUNS_KEY + job_id, EVENTS_TTL_S)
+        overruns, _ = await pipe.execute()
+    if int(overruns) >= TRIES:
+        return JobResult(
+            job_id=spec.job_id,
+            generation_id=spec.generation_id,
+            ok=False,
+            error=timed_out_twice(spec, limit_s),
+            worker=name,
+        )
+    leave: dict[str, float] | None = ctx.get(LEAVE)
+    if leave is not None:
+        leave[job_id] = time.monotonic() + RETRY_ELSEWHERE_S
+    again = f"it took longer than {limit_s:.0f} s on {name}; trying again on another worker"
+    await publish_event(redis, ProgressEvent(job_id=job_id, state="queued", message=again))
+    raise Retry()  # back on its queue under the same id, at its old place
+
+
+def _stop(runner: SupportsRun, job_id: str, reason: str) -> None:
+    stop = getattr(runner, "stop", None)
+    if stop is not None:
+        stop(job_id, reason)
+
+
+def _let_go(task: asyncio.Future[JobResult], job_id: str, since: float) -> None:
+    """A job given up on has ended on the device: the worker takes jobs again."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("job %s, given up on, ended with %r", job_id, task.exception())
+    log.info("job %s let go of the device %.1f s after it was given up on", job_id, time.monotonic() - since)
+
+
+def _resident(runner: SupportsRun, spec: JobSpec) -> bool:
+    """Whether the job's checkpoint is loaded on this worker already (a runner that cannot say: no)."""
+    resident = getattr(getattr(runner, "cache", None), "resident", None)
+    return spec.recipe is not None and resident is not None and spec.recipe.checkpoint in resident
+
+
+async def _watch_cancel(redis: Any, job_id: str, runner: SupportsRun) -> None:
+    """Look for the job's cancel mark (set by `ArqQueue.cancel`) while it runs; once set, tell the runner
+    to end the job at its next step."""
+    if getattr(runner, "stop", None) is None:
+        return
+    key = CANCEL_KEY + job_id
+    failing = False
+    while True:
+        try:
+            reason = await redis.get(key)
+        except Exception:  # a missed look is made good by the next one
+            if not failing:
+                log.warning("could not look for a cancel of job %s", job_id, exc_info=True)
+            failing = True
+        else:
+            failing = False
+            if reason is not None:
+                _stop(runner, job_id, reason.decode() if isinstance(reason, bytes) else str(reason))
+                return
+        await asyncio.sleep(CANCEL_POLL_S)
 
 
 async def _hold_lock(redis: Any, job_id: str, lock_s: float) -> None:
@@ -445,6 +610,7 @@ async def _heartbeat(
 ) -> None:
     """Tell the fleet what this worker serves, holds and runs: every few seconds, and at once when it turns
     busy or idle or what it holds changes (placement on other workers reads it). Its key expires with it."""
+    residency = getattr(runner.cache, "residency", None)  # a PipelineCache says what it parked and moved
     while True:
         dispatcher.changed.clear()
         try:
@@ -460,6 +626,7 @@ async def _heartbeat(
                 capacity=dispatcher.capacity(),
                 busy=dispatcher.busy,
                 paused=getattr(runner, "paused", None) or "",
+                **({"residency": residency()} if callable(residency) else {}),
             )
             await publish_beat(redis, beat)
         except Exception:  # a missed beat only makes the worker look idle or gone for a moment
@@ -469,6 +636,10 @@ async def _heartbeat(
 
 
 class SupportsRun(Protocol):
+    """What a worker needs of a runner. One that also has `stop(job_id, reason)`, as JobRunner does, can
+    be told to end a job at its next step (a cancel, or its time limit); another runs each job to its end.
+    """
+
     async def run(self, spec: JobSpec, progress: ProgressSink) -> JobResult: ...
 
 
@@ -481,16 +652,29 @@ def arq_worker(
     poll_delay_s: float = 0.05,
     job_timeout_s: float = 900,
     job_lock_s: float = 30.0,
+    pace: Pace | None = None,
 ) -> GatedWorker:
     """An arq Worker that feeds one queue to `runner`, one job at a time. Build it inside the running
-    event loop. It takes jobs while its `allow_pick_jobs` is on (`serve()`'s Dispatcher sets it)."""
+    event loop. It takes jobs while its `allow_pick_jobs` is on (`serve()`'s Dispatcher sets it) and the
+    runner's device is free.
+
+    Each job's time limit comes from `pace` (jobs/timeouts.py; default: a mid GPU, at most
+    `job_timeout_s`); arq's own timeout, a little longer, is only the outer bound.
+    """
     from arq import func
 
+    leave: dict[str, float] = {}
+    outer_s = job_timeout_s + OUTER_MARGIN_S
     worker = GatedWorker(
-        functions=[func(run_job, name=ARQ_FUNCTION, timeout=job_timeout_s)],
+        functions=[func(run_job, name=ARQ_FUNCTION, timeout=outer_s)],
         queue_name=queue_name,
         redis_settings=arq_redis_settings(redis_url),
-        ctx={"runner": runner, LOCK_S: job_lock_s},
+        ctx={
+            "runner": runner,
+            LOCK_S: job_lock_s,
+            PACE: pace or Pace(ceiling_s=job_timeout_s),
+            LEAVE: leave,
+        },
         burst=burst,
         poll_delay=poll_delay_s,
         max_jobs=1,
@@ -498,13 +682,33 @@ def arq_worker(
         job_serializer=pack,
         job_deserializer=unpack,
         keep_result=24 * 3600,
-        job_completion_wait=int(job_timeout_s),
+        job_completion_wait=int(outer_s),
         log_results=False,  # arq would repr() every result, images included, on the event loop
         after_job_end=announce_end,
     )
+    worker.leave_to_others = leave
+    worker.may_take = lambda: _device_free(runner)
     # A short in-progress lock, renewed while the job runs (see `_hold_lock`).
     worker.in_progress_timeout_s = job_lock_s
     return worker
+
+
+def _device_free(runner: SupportsRun) -> bool:
+    """No job holds the runner's device (one given up on may, until its thread ends), and it is not
+    paused."""
+    return getattr(runner, "current_job", None) is None and not getattr(runner, "paused", None)
+
+
+def pace_of(settings: WorkerSettings, device: str) -> Pace:
+    """The worker's pace from its settings; its speed, when not set, from its kind of device."""
+    return Pace(
+        seconds_per_megapixel_step=settings.seconds_per_megapixel_step
+        or PACE_BY_DEVICE.get(device, DEFAULT_PACE),
+        safety=settings.job_timeout_safety,
+        load_s=settings.job_load_allowance_s,
+        floor_s=settings.job_timeout_floor_s,
+        ceiling_s=settings.job_timeout_s,
+    )
 
 
 async def serve(
@@ -534,6 +738,7 @@ async def serve(
     await runner.preload(names)
     profiles = served_profiles(catalog, names)
     queues = sorted({p.queue for p in profiles})
+    pace = pace_of(settings, runner.device.name)
     redis = await create_pool(
         arq_redis_settings(settings.redis_url), job_serializer=pack, job_deserializer=unpack
     )
@@ -546,6 +751,7 @@ async def serve(
             poll_delay_s=settings.poll_delay_s,
             job_timeout_s=settings.job_timeout_s,
             job_lock_s=settings.job_lock_s,
+            pace=pace,
         )
         for queue in queues
     }

@@ -1,24 +1,31 @@
 """A local fake of Slack for the Slack adapter's tests: its Web API (the part Likeness uses) for the real
 slack_sdk client, and signed requests (slash commands, clicks, events) to the bot's HTTP endpoint.
 
-Every Web API call is recorded with its arguments, time and answer. Messages, files, ephemeral messages,
-opened forms (views.open) and response_url posts are kept the way a test wants to look at them. Files
-that members upload (`user_file`) are served at their `url_private_download` to requests that carry the
-bot token, as files.slack.com does.
+Every Web API call is recorded with its arguments, time, answer and the token it carried. Besides the one
+bot token of a single workspace (`token`, good in every team), the fake runs Slack's install flow: its
+approval page (/oauth/v2/authorize) sends the installer back with a code, and oauth.v2.access trades the
+code for a bot token of that workspace alone; a workspace's token posts only in its own channels
+(`channel_teams`) and stops working when the workspace removes the app (`uninstall`).
+
+Messages, files, ephemeral messages, opened forms (views.open) and response_url posts are kept the way a
+test wants to look at them. Files that members upload (`user_file`) are served at their
+`url_private_download` to requests that carry a bot token of their workspace, as files.slack.com does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import itertools
 import json
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -28,6 +35,9 @@ APP_TOKEN = "xapp-1-likeness-test"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_USER = "ULIKENESS"
 TEAMS = ("T0000000001", "T0000000002")
+CLIENT_ID = "1111111111.2222222222"
+CLIENT_SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+APP_ID = "ALIKENESS"
 T = TypeVar("T")
 
 
@@ -40,6 +50,8 @@ class Call:
     at: float
     status: int = 200
     answer: dict[str, Any] = field(default_factory=dict)
+    token: str = ""  # the bearer token it carried
+    team: str = ""  # the workspace of that token ("" for the single-workspace token, or none)
 
 
 @dataclass
@@ -88,6 +100,13 @@ class FakeSlack:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.port = 0
+        # The install flow: the app's credentials, codes handed to installers, tokens handed out for them.
+        self.client_id = CLIENT_ID
+        self.client_secret = CLIENT_SECRET
+        self.codes: dict[str, tuple[str, str]] = {}  # code → (team, installing user); used once
+        self.installed: dict[str, str] = {}  # bot token → its workspace
+        self.revoked: set[str] = set()  # tokens of workspaces that removed the app
+        self.channel_teams: dict[str, str] = {}  # channel → its workspace, where a test says so
 
     # --- the server ---------------------------------------------------------------------------------------
 
@@ -99,6 +118,7 @@ class FakeSlack:
         app.router.add_post("/response/{key}", self._response)
         app.router.add_get("/socket", self._socket)
         app.router.add_get("/files-pri/{key}/download/{name}", self._download)
+        app.router.add_get("/oauth/v2/authorize", self._authorize)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -145,33 +165,97 @@ class FakeSlack:
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         args = await self._args(request)
-        call = Call(method, args, time.monotonic())
+        auth = request.headers.get("Authorization", "")
+        call = Call(method, args, time.monotonic(), token=auth.removeprefix("Bearer "))
+        call.team = self.installed.get(call.token, "")
         self.calls.append(call)
-        token = APP_TOKEN if method == "apps.connections.open" else self.token
-        if request.headers.get("Authorization") != f"Bearer {token}":
+        if method == "oauth.v2.access":
+            call.answer = self._oauth_access(auth, args)
+            return web.json_response(call.answer)
+        channel = str(args.get("channel") or args.get("channel_id") or "")
+        if method == "apps.connections.open":
+            authorized = auth == f"Bearer {APP_TOKEN}"
+        else:
+            authorized = call.token == self.token or call.team != ""
+        if call.token in self.revoked:
+            call.answer = {"ok": False, "error": "token_revoked"}
+        elif not authorized:
             call.answer = {"ok": False, "error": "invalid_auth"}
+        elif call.team and self.channel_teams.get(channel, call.team) != call.team:
+            # Another workspace's channel: a bot token sees only its own workspace.
+            call.answer = {"ok": False, "error": "channel_not_found"}
         elif self._rate_limits.get(method):
             retry_after = self._rate_limits[method].pop(0)
             call.status, call.answer = 429, {"ok": False, "error": "ratelimited"}
             return web.json_response(call.answer, status=429, headers={"Retry-After": str(retry_after)})
         elif self._failures.get(method):
             call.answer = {"ok": False, "error": self._failures[method].pop(0)}
+        elif channel in self.not_in and method != "auth.test":
+            call.answer = {"ok": False, "error": "not_in_channel"}
         else:
-            channel = str(args.get("channel") or args.get("channel_id") or "")
-            if channel in self.not_in and method != "auth.test":
-                call.answer = {"ok": False, "error": "not_in_channel"}
-            else:
-                call.answer = self._answer(method, args)
+            call.answer = self._answer(method, args, call.team)
         return web.json_response(call.answer)
 
-    def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+    # --- the install flow -----------------------------------------------------------------------------------
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        """Slack's approval page, where an admin of workspace `team` (the link's `team`, else TEAMS[0]) has
+        pressed Allow: back to the app's redirect URL with a code and the state it was given."""
+        query = request.query
+        if query.get("client_id") != self.client_id:
+            return web.Response(status=400, text="invalid_client_id")
+        team, user = query.get("team") or TEAMS[0], query.get("user") or "U0INSTALLER"
+        code = f"code-{team}-{next(self._serial)}"
+        self.codes[code] = (team, user)
+        back = urlencode({"code": code, "state": query.get("state", "")})
+        self.calls.append(Call("authorize", dict(query), time.monotonic()))
+        return web.Response(status=302, headers={"Location": f"{query['redirect_uri']}?{back}"})
+
+    def approve_url(self, authorize_url: str) -> str:
+        """The fake's approval page for an authorize URL the app made (whatever host it names)."""
+        parts = urlsplit(authorize_url)
+        return f"{self.root}{parts.path}?{parts.query}"
+
+    def _oauth_access(self, auth: str, args: dict[str, Any]) -> dict[str, Any]:
+        """oauth.v2.access: the app's id and secret (HTTP Basic) and a code given once → a bot token."""
+        expected = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
+        if auth != f"Basic {expected}":
+            return {"ok": False, "error": "invalid_client"}
+        given = self.codes.pop(str(args.get("code")), None)
+        if given is None:
+            return {"ok": False, "error": "invalid_code"}
+        team, user = given
+        token = f"xoxb-{team}-{next(self._serial)}-{secrets.token_hex(8)}"
+        self.installed[token] = team
+        return {
+            "ok": True,
+            "app_id": APP_ID,
+            "authed_user": {"id": user},
+            "scope": "app_mentions:read,chat:write,commands,files:read,files:write,im:write,users:read",
+            "token_type": "bot",
+            "access_token": token,
+            "bot_user_id": BOT_USER,
+            "team": {"id": team, "name": f"Workspace {team}"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+        }
+
+    def token_of(self, team: str) -> str:
+        """The bot token `team` was given at its latest install."""
+        return [token for token, installed in self.installed.items() if installed == team][-1]
+
+    def uninstall(self, team: str) -> None:
+        """The workspace removes the app: its tokens stop working (Slack then sends app_uninstalled)."""
+        self.revoked.update(token for token, installed in self.installed.items() if installed == team)
+
+    def _answer(self, method: str, args: dict[str, Any], team: str = "") -> dict[str, Any]:
         if method == "auth.test":
             return {
                 "ok": True,
                 "url": "https://likeness-test.slack.com/",
-                "team": "Likeness test",
+                "team": f"Workspace {team}" if team else "Likeness test",
                 "user": "likeness",
-                "team_id": TEAMS[0],
+                "team_id": team or TEAMS[0],
                 "user_id": BOT_USER,
                 "bot_id": "BLIKENESS",
             }
@@ -188,6 +272,7 @@ class FakeSlack:
                 "thread_ts": args.get("thread_ts"),
                 "user": BOT_USER,
                 "files": [],
+                "team": team,  # the workspace whose token posted it ("" for the single-workspace token)
             }
             self.messages[ts] = message
             self._direct(str(args["channel"]), str(args.get("text", "")))
@@ -243,6 +328,7 @@ class FakeSlack:
                     "thread_ts": args.get("thread_ts"),
                     "user": BOT_USER,
                     "files": [f["id"] for f in listed],
+                    "team": team,
                 }
                 self._direct(str(args["channel_id"]), str(args.get("initial_comment", "")))
             for f in listed:
@@ -314,12 +400,14 @@ class FakeSlack:
         return described
 
     async def _download(self, request: web.Request) -> web.Response:
-        file_id = request.match_info["key"].rsplit("-", 1)[-1]
+        team, file_id = request.match_info["key"].rsplit("-", 1)
         auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ")
         self.downloads.append({"file_id": file_id, "auth": auth, "host": request.host})
         self.calls.append(Call("download", {"file_id": file_id}, time.monotonic()))
         found = self.files.get(file_id)
-        if auth != f"Bearer {self.token}":
+        own = self.installed.get(token) == team and token not in self.revoked
+        if auth != f"Bearer {self.token}" and not own:
             # files.slack.com answers a request without the token with its sign-in page, not the file.
             return web.Response(status=302, headers={"Location": "https://likeness-test.slack.com/"})
         if found is None:

@@ -499,8 +499,9 @@ class LikenessBot(discord.Client):
             self._working.discard(task)
 
     async def on_cancel(self, interaction: discord.Interaction[Any], generation_id: str) -> None:
-        """Cancel under /queue: the request taken off the queue, if no worker has started it; answered
-        privately. The Studio checks the server, the requester (or Manage Server) and the state."""
+        """Cancel under /queue: a waiting request is taken off the queue, a running one stopped at its next
+        step; answered privately with what happened. The Studio checks the server, the requester (or Manage
+        Server) and the state."""
         task = asyncio.current_task()
         if task is not None:
             self._working.add(task)
@@ -508,8 +509,7 @@ class LikenessBot(discord.Client):
             async with answering(interaction) as answer:
                 origin = origin_of(interaction)
                 manager = interaction.permissions.manage_guild
-                await self.studio.cancel(origin, generation_id, is_manager=manager)
-                await answer.send(f"cancelled `{generation_id}`")
+                await answer.send(await self.studio.cancel(origin, generation_id, is_manager=manager))
         finally:
             self._working.discard(task)
 

@@ -411,7 +411,8 @@ async def queue_command(interaction: discord.Interaction[Any]) -> None:
             await answer.send("Nothing of yours is waiting or running in this server.")
             return
         lines = [line for _, line in requests]
-        # A Cancel button for each request no worker has started yet (a running one cannot be stopped).
+        # A Cancel button for each open request: a waiting one is taken off the queue, a running one
+        # stopped at its next step.
         waiting = [generation.id for generation, _ in requests if generation.status in WAITING]
         await answer.send(
             f"Your {len(lines)} open request(s):\n" + "\n".join(lines), view=cancel_view(waiting)

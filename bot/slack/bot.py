@@ -6,12 +6,18 @@ verifies every request (the signing secret, and a timestamp within 5 minutes) be
 This module and its helpers are the only ones that import slack_bolt and slack_sdk: bot/slack/blocks.py
 (the buttons and the words), bot/slack/forms.py (modals), bot/slack/replies.py (acknowledging, progress,
 posting), bot/slack/characters.py (/character, Save as character), bot/slack/workspace.py (/queue,
-/settings, /forget-me), bot/slack/members.py (who is an admin) and bot/slack/files.py (members' files).
+/settings, /forget-me), bot/slack/members.py (who is an admin), bot/slack/files.py (members' files) and
+bot/slack/installs.py (the install flow, for serving several workspaces).
+
+With one bot token, every call goes out with it. With `installs` (several workspaces), Bolt finds the
+token of the workspace a request comes from and hands its handlers a client that carries it; work outside
+a request (what a restart cut short) finds its workspace's token the same way, by the generation's team.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 from collections.abc import AsyncIterator, Collection, Mapping
@@ -22,10 +28,11 @@ from typing import Any, cast
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltRequest
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.attachments import SLACK_FILE_HOSTS
 from bot.buttons import Action
@@ -47,6 +54,7 @@ from bot.slack.blocks import (
 )
 from bot.slack.characters import SlackCharacters
 from bot.slack.files import SlackFiles
+from bot.slack.installs import Installs
 from bot.slack.members import Members
 from bot.slack.replies import NO_ACK, NotInChannel, Reply, click_reply, team_of
 from bot.slack.workspace import SlackWorkspace
@@ -58,7 +66,14 @@ log = logging.getLogger(__name__)
 PLATFORM = "slack"
 # Slack's answers that mean a post will never be taken (the Courier records the generation as failed).
 POST_NEVER = frozenset(
-    {"channel_not_found", "is_archived", "not_in_channel", "account_inactive", "invalid_auth"}
+    {
+        "channel_not_found",
+        "is_archived",
+        "not_in_channel",
+        "account_inactive",
+        "invalid_auth",
+        "token_revoked",
+    }
 )
 SLACK_API_BASE = "https://slack.com/api/"
 EVENTS_PATH = "/slack/events"
@@ -70,12 +85,40 @@ APOLOGY = (
 )
 # The mentions a message to the bot starts with: `<@U0123ABCD>` or `<@U0123ABCD|likeness>`.
 LEADING_MENTIONS = re.compile(r"^(\s*<@[A-Z0-9]+(?:\|[^>]*)?>)+\s*")
+NOT_INSTALLED = (
+    "Likeness is not installed in this workspace any more: ask a workspace admin to add it again with {link}."
+)
 
 
-def web_client(token: str, api_base: str = SLACK_API_BASE) -> AsyncWebClient:
+class SlackWebClient(AsyncWebClient):
+    """slack_sdk's client, except that the app's credentials reach oauth.v2.access (the install flow) in an
+    Authorization header encoded here: slack_sdk encodes it with aiohttp's BasicAuth, which aiohttp 3.14
+    deprecates and 4.0 removes."""
+
+    async def oauth_v2_access(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        code: str | None = None,
+        redirect_uri: str | None = None,
+        grant_type: str | None = None,
+        refresh_token: str | None = None,
+        **kwargs: Any,
+    ) -> AsyncSlackResponse:
+        given = {"code": code, "redirect_uri": redirect_uri, "grant_type": grant_type}
+        kwargs.update({k: v for k, v in {**given, "refresh_token": refresh_token}.items() if v is not None})
+        credentials = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode("ascii")
+        return await self.api_call(
+            "oauth.v2.access", data=kwargs, headers={"Authorization": f"Basic {credentials}"}
+        )
+
+
+def web_client(token: str | None, api_base: str = SLACK_API_BASE) -> AsyncWebClient:
     """A Web API client on `api_base` (slack_sdk needs its trailing slash) that waits out rate limits:
-    a 429 is retried after its Retry-After, up to RATE_LIMIT_RETRIES times."""
-    client = AsyncWebClient(token=token, base_url=api_base if api_base.endswith("/") else api_base + "/")
+    a 429 is retried after its Retry-After, up to RATE_LIMIT_RETRIES times. Without a token, the client
+    Bolt copies for each request of a workspace, with that workspace's token."""
+    client = SlackWebClient(token=token, base_url=api_base if api_base.endswith("/") else api_base + "/")
     client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES))
     return client
 
@@ -93,7 +136,10 @@ def retry_number(request: AsyncBoltRequest) -> int:
 
 
 class SlackBot:
-    """One Studio behind `/portrait`, app mentions and the result buttons, on a Bolt app."""
+    """One Studio behind `/portrait`, app mentions and the result buttons, on a Bolt app.
+
+    `client` carries the bot token of the one workspace served; with `installs`, it carries none (only
+    Slack's address and the rate-limit retries), and each workspace's token comes from its install."""
 
     def __init__(
         self,
@@ -101,12 +147,14 @@ class SlackBot:
         client: AsyncWebClient,
         *,
         signing_secret: str = "",
+        installs: Installs | None = None,
         progress_every_s: float = PROGRESS_EVERY_S,
         file_hosts: Collection[str] = SLACK_FILE_HOSTS,
         allow_http_files: bool = False,
     ) -> None:
         self.studio = studio
         self.client = client
+        self.installs = installs
         self.progress_every_s = progress_every_s
         self.app = AsyncApp(
             client=client,
@@ -114,7 +162,16 @@ class SlackBot:
             # An empty secret serves Socket Mode only, where Slack's own connection replaces signatures.
             request_verification_enabled=bool(signing_secret),
             logger=logging.getLogger("slack_bolt"),
+            # Serving several workspaces: Bolt runs the install flow and finds each request's token.
+            oauth_settings=installs.oauth_settings() if installs is not None else None,
+            installation_store_bot_only=True if installs is not None else None,
+            user_facing_authorize_error_message=(
+                NOT_INSTALLED.format(link=installs.install_link) if installs is not None else None
+            ),
         )
+        if installs is not None:
+            self.app.event("app_uninstalled")(self.on_uninstalled)
+            self.app.event("tokens_revoked")(self.on_tokens_revoked)
         self.app.command("/portrait")(self.on_portrait_command)
         self.app.event("app_mention")(self.on_mention)
         self.app.action(ACTION_ID)(self.on_button)
@@ -126,10 +183,12 @@ class SlackBot:
         SlackWorkspace(studio, self.members, self.guarded).register(self.app)
         self._working: set[asyncio.Task[Any]] = set()  # the handlers running now
 
-    def web_app(self, path: str = EVENTS_PATH) -> web.Application:
-        """The HTTP endpoint Slack posts commands, clicks and events to (Request URL in the manifest)."""
+    def web_app(self, path: str = EVENTS_PATH, *, events: bool = True) -> web.Application:
+        """The HTTP endpoint Slack posts commands, clicks and events to (Request URL in the manifest),
+        and, serving several workspaces, the install link and the page Slack sends installers back to.
+        `events=False` (Socket Mode) leaves the events out: they come over Slack's connection."""
 
-        async def events(request: web.Request) -> web.Response:
+        async def dispatch(request: web.Request) -> web.Response:
             response = await self.app.async_dispatch(await to_bolt_request(request))
             return await to_aiohttp_response(response)
 
@@ -137,8 +196,22 @@ class SlackBot:
             return web.Response(text="ok")
 
         application = web.Application()
-        application.router.add_post(path, events)
+        if events:
+            application.router.add_post(path, dispatch)
         application.router.add_get("/healthz", health)
+        flow = self.app.oauth_flow
+        if flow is not None:
+
+            async def install(request: web.Request) -> web.Response:
+                return await to_aiohttp_response(
+                    await flow.handle_installation(await to_bolt_request(request))
+                )
+
+            async def installed(request: web.Request) -> web.Response:
+                return await to_aiohttp_response(await flow.handle_callback(await to_bolt_request(request)))
+
+            application.router.add_get(flow.install_path, install)
+            application.router.add_get(flow.redirect_uri_path, installed)
         return application
 
     async def close(self) -> None:
@@ -168,6 +241,28 @@ class SlackBot:
             await reply.tell(APOLOGY.format(error_id=error_id))
         finally:
             self._working.discard(task)
+
+    # --- workspaces coming and going ---------------------------------------------------------------------
+
+    async def client_for(self, team_id: str) -> AsyncWebClient | None:
+        """A client with the bot token of workspace `team_id`, for work outside a request; None where
+        Likeness is not installed there (any more)."""
+        if self.installs is None:
+            return self.client
+        token = await self.installs.bot_token(team_id)
+        if token is None:
+            return None
+        return web_client(token, self.client.base_url)
+
+    async def on_uninstalled(self, context: AsyncBoltContext) -> None:
+        """The workspace removed Likeness: its token is forgotten (what it asked for stays in the ledger
+        until /forget-me or the operator removes it; work still open there fails when it is delivered)."""
+        await self.app.default_app_uninstalled_event_listener()(context=context)
+        log.info("Likeness was removed from Slack workspace %s; its token is deleted", context.team_id)
+
+    async def on_tokens_revoked(self, event: dict[str, Any], context: AsyncBoltContext) -> None:
+        await self.app.default_tokens_revoked_event_listener()(event=event, context=context)
+        log.info("Slack workspace %s revoked Likeness's tokens; they are deleted", context.team_id)
 
     # --- what users do -----------------------------------------------------------------------------------
 
@@ -280,11 +375,20 @@ class SlackBot:
             log.info("resumed %s: %s %s", outcome.generation_id, outcome.state, outcome.detail)
         return outcomes
 
-    def _channel_reply(self, generation: Generation) -> Reply:
-        return Reply(self.client, ack=NO_ACK, channel=generation.channel_id, user=generation.user_id)
+    async def _channel_reply(self, generation: Generation) -> Reply:
+        """The way to the requester's channel, with the token of the generation's workspace."""
+        client = await self.client_for(generation.server_id)
+        if client is None:
+            assert self.installs is not None
+            raise PostFailed(
+                f"Likeness is no longer installed in Slack workspace {generation.server_id}: a workspace "
+                f"admin can add it again with {self.installs.install_link}, then ask anew",
+                permanent=True,
+            )
+        return Reply(client, ack=NO_ACK, channel=generation.channel_id, user=generation.user_id)
 
     async def _post_resumed(self, generation: Generation, finished: Finished) -> None:
-        reply = self._channel_reply(generation)
+        reply = await self._channel_reply(generation)
         try:
             attachments = [await self.studio.upload(path, reply.upload_limit) for path in _shown(finished)]
             await reply.post_files(attachments, result_text(generation.user_id, finished))
@@ -302,7 +406,7 @@ class SlackBot:
 
     async def _report_resumed(self, generation: Generation, reason: str) -> None:
         try:
-            await self._channel_reply(generation).tell(reason)
+            await (await self._channel_reply(generation)).tell(reason)
         except (SlackApiError, aiohttp.ClientError, OSError) as exc:
             raise PostFailed(str(exc)) from exc
 

@@ -73,7 +73,8 @@ class SlackWorkspace:
                 await reply.tell("Nothing of yours is waiting or running in this workspace.")
                 return
             lines = [line for _, line in requests]
-            # A Cancel button for each request no worker has started yet (a running one cannot be stopped).
+            # A Cancel button for each open request: a waiting one is taken off the queue, a running one
+            # stopped at its next step.
             waiting = [generation.id for generation, _ in requests if generation.status in WAITING]
             await reply.tell(
                 f"Your {len(lines)} open request(s):\n" + "\n".join(lines), cancel_blocks(waiting)

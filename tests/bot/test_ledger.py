@@ -43,6 +43,22 @@ async def test_a_generation_follows_its_job(tmp_path: Path) -> None:
     assert stored.updated_at >= stored.created_at
 
 
+async def test_a_status_set_only_from_some_statuses_leaves_the_others(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    await ledger.open()
+    await record(ledger, "g_1")
+    await ledger.set_status("g_1", "queued")
+    assert await ledger.set_status("g_1", "running", only_from=("recorded", "queued"))
+    await ledger.set_status("g_1", "failed", error="cancelled by u")
+    # A late "running" (the job's first event read after it ended) does not reopen it.
+    assert not await ledger.set_status("g_1", "running", only_from=("recorded", "queued"))
+    stored = await ledger.get("g_1")
+    assert stored is not None and (stored.status, stored.error) == ("failed", "cancelled by u")
+    assert not await ledger.set_status("g_missing", "running", only_from=("queued",))
+    with pytest.raises(KeyError, match="no generation g_missing"):
+        await ledger.set_status("g_missing", "running")
+
+
 async def test_open_generations_are_what_is_not_yet_done(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     await ledger.open()

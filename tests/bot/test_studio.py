@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -249,16 +249,76 @@ async def test_a_queued_request_is_cancelled_by_its_requester_or_a_manager(
         await studio.cancel(stranger, waiting.generation_id)
     with pytest.raises(GenerationRefused, match="was made in another server"):
         await studio.cancel(Origin("cli", "s2", "c", "u1"), waiting.generation_id)
-    with pytest.raises(GenerationRefused, match="is already running; it cannot be stopped now"):
+    # This runner cannot be told to stop: a running job is left to finish.
+    with pytest.raises(GenerationRefused, match="is already running where it cannot be stopped"):
         await studio.cancel(ORIGIN, running.generation_id)
-    await studio.cancel(ORIGIN, waiting.generation_id)
+    assert await studio.cancel(ORIGIN, waiting.generation_id) == f"cancelled `{waiting.generation_id}`"
     await studio.cancel(stranger, other.generation_id, is_manager=True)
     with pytest.raises(JobFailed, match="cancelled by u1"):
         await studio.finish(waiting)
     stored = await ledger.get(waiting.generation_id)
     assert stored is not None and (stored.status, stored.error) == ("failed", "cancelled by u1")
-    with pytest.raises(GenerationRefused, match="is failed; only a queued one can be cancelled"):
+    with pytest.raises(GenerationRefused, match="is failed; there is nothing left to cancel"):
         await studio.cancel(ORIGIN, waiting.generation_id)
     gate.set()
     await studio.finish(running)
+    with pytest.raises(GenerationRefused, match="is finished; there is nothing left to cancel"):
+        await studio.cancel(ORIGIN, running.generation_id)
+    await queue.close()
+
+
+async def test_a_running_request_is_marked_running_then_stopped_by_a_cancel(
+    studio: Studio, shared_data_dir: Path, tiny_catalog: Catalog
+) -> None:
+    runner = JobRunner(WorkerSettings(data_dir=shared_data_dir, device="cpu"), tiny_catalog)
+    queue = LocalQueue(runner.run, stop=runner.stop)
+    studio.queue = queue
+    try:
+        submission = await studio.portrait(ORIGIN, "a portrait --n 1 --steps 50")
+        waiting = await studio.portrait(ORIGIN, "a portrait --n 1 --steps 2")
+        finishing = asyncio.create_task(studio.finish(submission))
+        steps: list[int] = []
+        async with asyncio.timeout(60):
+            async for event in submission.handle.events():
+                if event.state == "step":
+                    steps.append(event.step)
+                    if event.step >= 2:
+                        break
+        record = await studio.ledger.get(submission.generation_id)
+        assert record is not None and record.status == "running"
+
+        said = await studio.cancel(ORIGIN, submission.generation_id)
+        assert said.startswith(f"stopping `{submission.generation_id}`")
+        async with asyncio.timeout(60):
+            async for event in submission.handle.events():
+                steps.append(event.step)
+        with pytest.raises(JobFailed, match="cancelled by u1"):
+            await finishing
+        assert max(steps) < 50, steps
+        stored = await studio.ledger.get(submission.generation_id)
+        assert stored is not None and (stored.status, stored.error) == ("failed", "cancelled by u1")
+        # The worker takes the next job.
+        assert (await studio.finish(waiting)).files
+    finally:
+        await queue.close()
+
+
+async def test_the_running_mark_never_overwrites_an_ended_generation(
+    tmp_path: Path, tiny_catalog: Catalog
+) -> None:
+    async def done(spec: JobSpec, progress: Callable[[ProgressEvent], None]) -> JobResult:
+        progress(ProgressEvent(job_id=spec.job_id, state="started"))
+        return JobResult(job_id=spec.job_id, generation_id=spec.generation_id, ok=False, error="no GPU")
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    await ledger.open()
+    queue = LocalQueue(done)
+    studio = Studio(ledger=ledger, catalog=tiny_catalog, queue=queue, generations_dir=tmp_path / "g")
+    submission = await studio.portrait(ORIGIN, "a portrait")
+    await submission.handle.result(timeout=10)
+    with pytest.raises(JobFailed, match="no GPU"):
+        await studio.finish(submission)
+    stored = await ledger.get(submission.generation_id)
+    assert stored is not None and stored.status == "failed"
+    assert not await ledger.set_status(submission.generation_id, "running", only_from=("queued",))
     await queue.close()

@@ -17,10 +17,15 @@ QUEUE = "likeness:profile:test"
 
 @dataclass
 class EchoRunner:
-    """Runs no model: reports `steps` progress events and echoes what it was given."""
+    """Runs no model: reports `steps` progress events and echoes what it was given. A job told to `stop`
+    ends at its next step with the reason, as a JobRunner's does."""
 
     calls: list[str] = field(default_factory=list)
     delay: float = 0.0
+    stops: dict[str, str] = field(default_factory=dict)
+
+    def stop(self, job_id: str, reason: str) -> None:
+        self.stops[job_id] = reason
 
     async def run(self, spec: JobSpec, progress: Callable[[ProgressEvent], None]) -> JobResult:
         self.calls.append(spec.job_id)
@@ -28,6 +33,13 @@ class EchoRunner:
         steps = spec.recipe.steps if spec.recipe else 0
         for step in range(1, steps + 1):
             await asyncio.sleep(self.delay)
+            if spec.job_id in self.stops:
+                return JobResult(
+                    job_id=spec.job_id,
+                    generation_id=spec.generation_id,
+                    ok=False,
+                    error=self.stops[spec.job_id],
+                )
             progress(ProgressEvent(job_id=spec.job_id, state="step", step=step, total=steps))
         if spec.prompt == "crash":
             raise RuntimeError("boom")
@@ -60,7 +72,7 @@ def make_spec(prompt: str = "a portrait", steps: int = 3, **extra: object) -> Jo
 async def queue_and_runner(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Queue, EchoRunner]]:
     runner = EchoRunner()
     if request.param == "local":
-        local = LocalQueue(runner.run)
+        local = LocalQueue(runner.run, stop=runner.stop)
         yield local, runner
         await local.close()
         return
@@ -154,27 +166,70 @@ async def test_fast_jobs_go_ahead_of_normal_ones(queue_and_runner: tuple[Queue, 
     assert runner.calls == order
 
 
-async def test_a_queued_job_can_be_cancelled_and_a_running_one_cannot(
+async def test_a_queued_job_is_taken_off_and_a_running_one_stopped(
     queue_and_runner: tuple[Queue, EchoRunner],
 ) -> None:
     queue, runner = queue_and_runner
-    runner.delay = 0.2  # the first job runs about a second: the second waits behind it
-    running = await queue.submit(make_spec(prompt="first", steps=5), QUEUE)
+    runner.delay = 0.1  # the first job would run 10 s: the second waits behind it
+    running = await queue.submit(make_spec(prompt="first", steps=100), QUEUE)
     waiting = await queue.submit(make_spec(prompt="second"), QUEUE)
+    steps: list[int] = []
     async with asyncio.timeout(20):
         async for event in running.events():
             if event.state == "step":
+                steps.append(event.step)
                 break
     first_id = runner.calls[0]
-    assert not await queue.cancel(first_id, QUEUE, "cancelled by u1")  # already running
-    assert not await queue.cancel("j_unknown", QUEUE, "cancelled by u1")
+    assert await queue.cancel("j_unknown", QUEUE, "cancelled by u1") == "unknown"
     second_id = waiting.job_id
-    assert await queue.cancel(second_id, QUEUE, "cancelled by u1")
-    assert not await queue.cancel(second_id, QUEUE, "cancelled by u1")  # only once
+    assert await queue.cancel(second_id, QUEUE, "cancelled by u1") == "removed"
+    assert await queue.cancel(second_id, QUEUE, "cancelled by u1") == "finished"  # only once
     result = await waiting.result(timeout=10)
     assert (result.ok, result.error) == (False, "cancelled by u1")
     events = [event async for event in waiting.events()]
     assert events[-1].state == "failed"
-    assert (await running.result(timeout=20)).ok
+
+    assert await queue.cancel(first_id, QUEUE, "cancelled by u2") == "stopping"
+    async with asyncio.timeout(20):
+        async for event in running.events():
+            steps.append(event.step)
+    stopped = await running.result(timeout=20)
+    assert (stopped.ok, stopped.error) == (False, "cancelled by u2")
+    assert max(steps) < 20, steps  # the worker looks for the mark five times a second: a few steps
+    assert await queue.cancel(first_id, QUEUE, "cancelled by u2") == "finished"
     await asyncio.sleep(0.3)
     assert runner.calls == [first_id]  # the cancelled job never ran
+
+
+async def test_a_running_job_on_a_runner_that_cannot_stop_is_left_to_finish() -> None:
+    runner = EchoRunner(delay=0.05)
+    queue = LocalQueue(runner.run)  # no `stop`
+    try:
+        handle = await queue.submit(make_spec(steps=5), QUEUE)
+        async with asyncio.timeout(10):
+            async for event in handle.events():
+                if event.state == "step":
+                    break
+        assert await queue.cancel(handle.job_id, QUEUE, "cancelled by u1") == "running"
+        assert (await handle.result(timeout=10)).ok
+    finally:
+        await queue.close()
+
+
+async def test_the_start_of_a_job_is_told_once_before_its_result(
+    queue_and_runner: tuple[Queue, EchoRunner],
+) -> None:
+    queue, runner = queue_and_runner
+    runner.delay = 0.05
+    told: list[str] = []
+
+    async def started() -> None:
+        told.append("started")
+
+    handle = await queue.submit(make_spec(steps=4), QUEUE)
+    result = await handle.result(timeout=10, on_start=started)
+    assert result.ok
+    assert told == ["started"]
+    # A job that has ended already is not started again: the hook is not called.
+    assert (await handle.result(timeout=10, on_start=started)).ok
+    assert told == ["started"]
