@@ -56,7 +56,7 @@ from bot.slack.characters import SlackCharacters
 from bot.slack.files import SlackFiles
 from bot.slack.installs import Installs
 from bot.slack.members import Members
-from bot.slack.replies import NO_ACK, NotInChannel, Reply, click_reply, team_of
+from bot.slack.replies import NO_ACK, NotInChannel, Reply, click_reply, command_reply, team_of
 from bot.slack.workspace import SlackWorkspace
 from bot.studio import Finished, Origin, Studio, Submission
 from jobs.spec import new_id
@@ -269,14 +269,7 @@ class SlackBot:
     async def on_portrait_command(
         self, ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient
     ) -> None:
-        reply = Reply(
-            client,
-            ack=ack,
-            channel=command["channel_id"],
-            user=command["user_id"],
-            response_url=command.get("response_url"),
-            answers_in_ack=True,
-        )
+        reply = command_reply(client, ack, command)
         async with self.guarded(reply):
             origin = Origin(PLATFORM, str(command["team_id"]), reply.channel, reply.user)
             await self.portrait(reply, origin, str(command.get("text") or ""))

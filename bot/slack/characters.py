@@ -37,7 +37,7 @@ from bot.slack.forms import (
     save_form,
 )
 from bot.slack.members import PLATFORM, Members
-from bot.slack.replies import NO_ACK, Reply, click_reply, team_of
+from bot.slack.replies import NO_ACK, Reply, click_reply, command_reply, team_of
 from bot.studio import Origin, Studio
 from characters.reference import MAX_BYTES
 from characters.store import Character
@@ -98,14 +98,7 @@ class SlackCharacters:
     # --- /character and @likeness character ---------------------------------------------------------------
 
     async def on_command(self, ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient) -> None:
-        reply = Reply(
-            client,
-            ack=ack,
-            channel=str(command["channel_id"]),
-            user=str(command["user_id"]),
-            response_url=command.get("response_url"),
-            answers_in_ack=True,
-        )
+        reply = command_reply(client, ack, command)
         async with self.guarded(reply):
             # Parsing is pure: a mistyped subcommand is answered in the acknowledgement.
             parsed = parse_character_command(str(command.get("text") or ""), SLASH)

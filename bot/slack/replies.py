@@ -206,6 +206,19 @@ def team_of(body: Mapping[str, Any]) -> str:
     return str(found or "")
 
 
+def command_reply(client: AsyncWebClient, ack: AsyncAck, command: Mapping[str, Any]) -> Reply:
+    """The way back to whoever typed a slash command: their channel, ephemeral to them; the acknowledgement
+    may carry the answer."""
+    return Reply(
+        client,
+        ack=ack,
+        channel=str(command["channel_id"]),
+        user=str(command["user_id"]),
+        response_url=command.get("response_url"),
+        answers_in_ack=True,
+    )
+
+
 def click_reply(client: AsyncWebClient, ack: AsyncAck, body: Mapping[str, Any]) -> Reply:
     """The way back to whoever clicked a button: their channel (and thread), ephemeral to them."""
     message: Mapping[str, Any] = body.get("message") or {}

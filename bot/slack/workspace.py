@@ -23,7 +23,7 @@ from bot.open_requests import WAITING, open_requests
 from bot.server_settings import SETTING_NAMES, BadSetting, setting_value, settings_text
 from bot.slack.blocks import CANCEL_ID, FORGET_ME_ID, cancel_blocks, forget_me_blocks
 from bot.slack.members import PLATFORM, Members
-from bot.slack.replies import Reply, click_reply, team_of
+from bot.slack.replies import Reply, click_reply, command_reply, team_of
 from bot.studio import Origin, Studio
 
 log = logging.getLogger(__name__)
@@ -33,17 +33,6 @@ FORGET_ME_QUESTION = (
     "This removes every character (photos included) and every generation (files included) of yours on "
     "this Likeness, in every workspace, for good. Press *Forget me*, or type `/forget-me confirm`."
 )
-
-
-def command_reply(client: AsyncWebClient, ack: AsyncAck, command: dict[str, Any]) -> Reply:
-    return Reply(
-        client,
-        ack=ack,
-        channel=str(command["channel_id"]),
-        user=str(command["user_id"]),
-        response_url=command.get("response_url"),
-        answers_in_ack=True,
-    )
 
 
 class SlackWorkspace:

@@ -46,12 +46,14 @@ from tests.bot.slack.support import (
     PROGRESS_EVERY_S,
     Painter,
     Running,
+    answer,
     buttons_of,
     delivered,
     files_before,
     generation_of,
     grids,
     new_grid,
+    portrait,
     running_bot,
 )
 from tests.slack_fake import APP_TOKEN, BOT_USER, TEAMS, FakeSlack, Sent, action_ids
@@ -625,3 +627,25 @@ async def test_work_a_restart_cut_short_is_posted_once_and_a_gone_channel_fails(
     await bot.close()
     await queue.close()
     await fake.close()
+
+
+async def test_a_button_posted_before_a_restart_works_after_it(tmp_path: Path, tiny_catalog: Catalog) -> None:
+    """The grid is posted by one bot process; U2 is clicked after a new one has started on the same data
+    dir: Slack's buttons carry all they need, and the new process answers them."""
+    async with running_bot(tmp_path, tiny_catalog, Painter(step_s=0)) as before:
+        generation_id, grid = await portrait(before, "a harbour pilot --n 4", team=TEAMS[0], user=ALICE)
+        await delivered(before.studio, generation_id)
+    async with running_bot(tmp_path, tiny_catalog, Painter(step_s=0)) as after:
+        fake = after.fake
+        sent = await fake.click(
+            after.url, grid, f"likeness:select:{generation_id}:2", team=TEAMS[0], user=BOB
+        )
+        assert sent.status == 200
+        buttons = await fake.wait_for(lambda: buttons_of(fake, generation_id, "up2"))
+        files = files_before(fake, buttons)
+        assert files["text"] == f"<@{BOB}> variation 2 of `{generation_id}`"
+        saved = after.studio.generations_dir / generation_id / f"{generation_id}_2.png"
+        assert fake.file_data(files) == saved.read_bytes()
+        # The other workspace still may not use it, restart or not.
+        await fake.click(after.url, grid, f"likeness:vary:{generation_id}:1", team=TEAMS[1], user=BOB)
+        assert "another server" in await answer(fake, BOB, "another")
