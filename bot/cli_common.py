@@ -58,7 +58,7 @@ def load_settings(kind: type[S], **overrides: Any) -> S:
     """Settings from the environment (secrets also from `…_FILE` files); a bad value names its variable and
     what is allowed. The secrets among them are kept out of the logs from here on."""
     try:
-        read_secret_files()
+        read_secret_files(kind)
         settings = kind(**overrides)
     except SecretFileUnreadable as exc:
         fail(str(exc))

@@ -15,9 +15,10 @@ import logging
 import os
 from collections.abc import Iterable, MutableMapping
 from pathlib import Path
+from typing import get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, SecretStr
+from pydantic import AliasChoices, BaseModel, SecretStr
 
 from bot.errors import UserError
 
@@ -30,15 +31,30 @@ class SecretFileUnreadable(UserError):
     """A `…_FILE` variable names a file that cannot be read."""
 
 
-def read_secret_files(environ: MutableMapping[str, str] | None = None) -> list[str]:
-    """For each `NAME_FILE` variable whose `NAME` is not set itself, set `NAME` to the file's content
-    (surrounding whitespace removed). Returns the names set. Only LIKENESS_*, DISCORD_* and SLACK_* names
-    are read, so unrelated `_FILE` variables of the environment stay untouched."""
+def secret_variables(kind: type[BaseModel]) -> frozenset[str]:
+    """The environment variables of `kind`'s secret settings (its SecretStr fields and the Redis URL, which
+    may hold a password), under each name the setting answers to."""
+    names: set[str] = set()
+    for name, field in kind.model_fields.items():
+        annotation = field.annotation
+        if annotation is not SecretStr and SecretStr not in get_args(annotation) and name != "redis_url":
+            continue
+        names.add(f"LIKENESS_{name.upper()}")
+        if isinstance(field.validation_alias, AliasChoices):
+            names.update(c for c in field.validation_alias.choices if isinstance(c, str) and c.isupper())
+    return frozenset(names)
+
+
+def read_secret_files(kind: type[BaseModel], environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """For each secret setting of `kind` (see `secret_variables`) whose variable is not set but whose
+    `NAME_FILE` is, set `NAME` to the file's content (surrounding whitespace removed). Returns the names
+    set. Other `_FILE` variables (`LIKENESS_MODELS_FILE` is a setting of its own) stay untouched."""
     environ = os.environ if environ is None else environ
     done = []
-    for variable, path in list(environ.items()):
-        name = variable.removesuffix(FILE_SUFFIX)
-        if name == variable or not name.startswith(("LIKENESS_", "DISCORD_", "SLACK_")) or name in environ:
+    for name in sorted(secret_variables(kind)):
+        variable = name + FILE_SUFFIX
+        path = environ.get(variable)
+        if path is None or name in environ:
             continue
         try:
             environ[name] = Path(path).read_text(encoding="utf-8").strip()
@@ -87,6 +103,13 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._secrets:
             return True
+        try:
+            self._rewrite(record)
+        except Exception:  # a log call whose arguments do not fit its format: logging reports it itself
+            return True
+        return True
+
+    def _rewrite(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         redacted = self.redact(message)
         if record.exc_info and not record.exc_text:
@@ -98,7 +121,6 @@ class RedactSecrets(logging.Filter):
             record.stack_info = self.redact(record.stack_info)
         if redacted != message or record.args:
             record.msg, record.args = redacted, None
-        return True
 
 
 SECRETS = RedactSecrets()  # on the console handler of every `likeness` command

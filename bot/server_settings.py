@@ -120,8 +120,9 @@ class ServerSettingsStore:
         # A setting a newer version wrote and this one does not know is ignored, not fatal.
         return replace(ServerSettings(), **{k: v for k, v in stored.items() if k in SETTING_NAMES})
 
-    async def update(self, platform: str, server_id: str, **changes: Any) -> ServerSettings:
-        """Apply `changes` (validated) and return the server's settings after them."""
+    async def update(self, platform: str, server_id: str, /, **changes: Any) -> ServerSettings:
+        """Apply `changes` (validated: a name that is no setting, even `platform`, is a BadSetting) and
+        return the server's settings after them."""
         settings = validated(await self.get(platform, server_id), changes)
         async with self.ledger.connect() as db:
             await db.execute(

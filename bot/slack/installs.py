@@ -9,6 +9,7 @@ its file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import html
@@ -121,10 +122,19 @@ class SignedStates(FileOAuthStateStore):
         return hmac.new(self._key, nonce.encode(), hashlib.sha256).hexdigest()
 
     def issue(self, *args: Any, **kwargs: Any) -> str:
+        self._sweep()
         nonce = secrets.token_hex(16)
         # FileOAuthStateStore's own format: the file holds when the state was issued.
         Path(self.base_dir, nonce).write_text(str(time.time()), encoding="utf-8")
         return f"{nonce}.{self._mac(nonce)}"
+
+    def _sweep(self) -> None:
+        """Remove states past their expiry, so install links nobody finished do not pile up on disk."""
+        oldest = time.time() - self.expiration_seconds
+        for path in Path(self.base_dir).iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                if float(path.read_text(encoding="utf-8")) < oldest:
+                    path.unlink()
 
     def consume(self, state: str) -> bool:
         match = STATE.fullmatch(state or "")
@@ -202,9 +212,14 @@ class Installs:
 
     async def _refused(self, args: AsyncFailureArgs) -> BoltResponse:
         """A page that says why the install did not complete, and how to start again."""
-        log.warning("an install did not complete: %s", args.reason)
-        said = FAILURES.get(args.reason, f"The install did not complete ({args.reason}).")
-        said = html.escape(said.format(minutes=max(1, self.state_expiration_s // 60)))
+        # `reason` may come from the query string (Slack's `error`): shown escaped and short, never formatted.
+        reason = str(args.reason or "")[:64]
+        log.warning("an install did not complete: %r", reason)
+        known = FAILURES.get(reason)
+        if known is not None:
+            said = html.escape(known.format(minutes=max(1, self.state_expiration_s // 60)))
+        else:
+            said = html.escape(f"The install did not complete ({reason}).")
         if args.reason != "storage_error":
             said += f' Start again from the install link: <a href="{INSTALL_PATH}">add Likeness to Slack</a>.'
         body = (

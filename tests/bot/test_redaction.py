@@ -11,30 +11,44 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from bot.redaction import SHOWN, RedactSecrets, SecretFileUnreadable, read_secret_files, secrets_of
+from bot.redaction import (
+    SHOWN,
+    RedactSecrets,
+    SecretFileUnreadable,
+    read_secret_files,
+    secret_variables,
+    secrets_of,
+)
 from bot.settings import BotSettings
 
 TOKEN = "xoxb-1111-2222-notarealtoken"
 
 
-def test_a_file_variable_fills_its_setting_unless_the_setting_is_given(tmp_path: Path) -> None:
+def test_a_file_variable_fills_its_secret_setting_unless_the_setting_is_given(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text(f"  {TOKEN}\n")
+    models = tmp_path / "models.toml"
+    models.write_text("[profiles]\n")
     environ = {
         "LIKENESS_SLACK_BOT_TOKEN_FILE": str(token),
+        "LIKENESS_REDIS_URL_FILE": str(token),
         "DISCORD_TOKEN_FILE": str(token),
         "DISCORD_TOKEN": "given",
-        "HOME_FILE": str(token),  # not ours: untouched
+        "LIKENESS_MODELS_FILE": str(models),  # a setting of its own, not a secret's file
+        "HOME_FILE": str(token),  # not ours
     }
-    assert read_secret_files(environ) == ["LIKENESS_SLACK_BOT_TOKEN"]
+    assert read_secret_files(BotSettings, environ) == ["LIKENESS_REDIS_URL", "LIKENESS_SLACK_BOT_TOKEN"]
     assert environ["LIKENESS_SLACK_BOT_TOKEN"] == TOKEN and environ["DISCORD_TOKEN"] == "given"
-    assert "HOME" not in environ
+    assert "HOME" not in environ and "LIKENESS_MODELS" not in environ
+    secret = secret_variables(BotSettings)
+    assert {"LIKENESS_DISCORD_TOKEN", "DISCORD_TOKEN", "SLACK_SIGNING_SECRET"} <= secret
+    assert "LIKENESS_MODELS" not in secret
 
 
 def test_an_unreadable_file_is_named_with_the_fix(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     with pytest.raises(SecretFileUnreadable, match=r"LIKENESS_SLACK_APP_TOKEN_FILE names .*nope.* set"):
-        read_secret_files({"LIKENESS_SLACK_APP_TOKEN_FILE": str(missing)})
+        read_secret_files(BotSettings, {"LIKENESS_SLACK_APP_TOKEN_FILE": str(missing)})
 
 
 def test_the_secrets_of_the_settings_are_the_tokens_and_url_passwords() -> None:
@@ -114,3 +128,10 @@ async def test_the_command_reads_the_token_file_and_never_prints_the_token(tmp_p
     assert seen_auth == [f"Bearer {TOKEN}"]  # read from the file
     assert process.returncode == 2 and f"invalid_auth for {SHOWN}" in text
     assert TOKEN not in text
+
+
+def test_a_log_call_that_does_not_fit_its_format_does_not_raise_from_the_filter() -> None:
+    redact = RedactSecrets()
+    redact.add([TOKEN])
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "%s and %s", ("one",), None)
+    assert redact.filter(record) is True

@@ -111,3 +111,9 @@ async def test_only_managers_create_characters_where_the_server_says_so(store: S
         await member_creates("T1")
     await store.check_may_create("slack", "T1", is_manager=True, place="workspace", managers="admins")
     await member_creates("T2")
+
+
+async def test_a_change_named_like_the_stores_arguments_is_a_bad_setting(store: ServerSettingsStore) -> None:
+    for name in ("platform", "server_id", "self"):
+        with pytest.raises(BadSetting, match=f"there is no setting '{name}'"):
+            await store.update("slack", "T1", **{name: "x"})

@@ -19,7 +19,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import aiohttp
 import pytest
@@ -297,6 +297,11 @@ async def test_a_state_likeness_did_not_issue_or_an_expired_or_used_one_is_refus
     assert used.status == 200
     status, page = await back(used.back_url, used.cookie)
     assert status == 401 and "already used" in page, page
+
+    # Slack's `error` comes from the query string: shown short and escaped, never read as a template.
+    for error in ("{0}", "{minutes:>100000000}", "<script>x</script>" + "y" * 500):
+        status, page = await back(f"{served.root}/slack/oauth_redirect?error={quote(error)}", None)
+        assert status in (200, 400, 401) and len(page) < 2000 and "<script>" not in page, (status, page[:200])
 
     # Only the one good install traded its code.
     assert len(fake.called("oauth.v2.access")) == exchanges + 1
