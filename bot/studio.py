@@ -8,13 +8,14 @@ the platform accepted the post.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import secrets
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ from router.route import Route, RouteError, route
 log = logging.getLogger(__name__)
 
 SEED_LIMIT = 2**32
+
+
+CANCELLED_BY = "cancelled by "  # how a cancel is recorded: the reason names who cancelled
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,8 @@ class Studio:
         # line runs for its own user and leaves it out.
         self.server_settings = server_settings
         # One lock per member while they have a request being checked and recorded (see `_submit`).
+        # Generations on their way onto the queue (recorded, submit under way): a cancel waits for it to land.
+        self._landing: dict[str, asyncio.Event] = {}
         self._member_locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -326,8 +332,9 @@ class Studio:
                 parent_id=spec.parent.generation_id if spec.parent else None,
                 parent_index=spec.parent.index if spec.parent else None,
             )
-        handle = await self.queue.submit(spec, queue, fast=fast)
-        await self.ledger.set_status(spec.generation_id, "queued")
+        async with self._landed(spec.generation_id):
+            handle = await self.queue.submit(spec, queue, fast=fast)
+            await self._mark_queued(spec.generation_id, spec.job_id, queue)
         return Submission(
             spec.generation_id,
             spec,
@@ -337,6 +344,27 @@ class Studio:
             reasons,
             (*notices, *await self._queue_notice(spec, queue)),
         )
+
+    @contextlib.asynccontextmanager
+    async def _landed(self, generation_id: str) -> AsyncIterator[None]:
+        """While a generation's job is being put on the queue: a cancel in this process waits until it is
+        there (and recorded as queued), then takes it off or stops it like any other."""
+        landing = self._landing.setdefault(generation_id, asyncio.Event())
+        try:
+            yield
+        finally:
+            landing.set()
+            if self._landing.get(generation_id) is landing:
+                del self._landing[generation_id]
+
+    async def _mark_queued(self, generation_id: str, job_id: str, queue: str) -> None:
+        """Record a submitted generation as queued, unless it was cancelled while it was being submitted:
+        then its job is taken off the queue (or stopped) too, and whoever waits on it gets the cancel."""
+        if await self.ledger.set_status(generation_id, "queued", only_from=("recorded",)):
+            return
+        record = await self._record(generation_id)
+        if record.status == "failed" and record.error.startswith(CANCELLED_BY):
+            await self.queue.cancel(job_id, queue, record.error)
 
     async def _queue_notice(self, spec: JobSpec, queue: str) -> tuple[str, ...]:
         """Never a silent wait: say when no worker serves the queue, or how long it should take."""
@@ -403,12 +431,17 @@ class Studio:
         """A recorded generation back on the queue after a restart, under its own job id: if its job is
         still queued, running or done, this joins it (arq runs a job id once); if the queue lost it (Redis
         restarted empty, or the in-process queue died with the bot), it runs again."""
+        if generation.status in ("queued", "running") and generation.error.startswith(CANCELLED_BY):
+            # Cancelled while it ran, and the bot stopped before the worker's answer: it stays cancelled.
+            await self.ledger.set_status(generation.id, "failed", error=generation.error)
+            raise JobFailed(f"generation {generation.id} was {generation.error}")
         spec = JobSpec.model_validate(generation.spec)
         spec = spec.model_copy(update={"inputs": self._refill(spec)})
         fast = generation.route.get("lane") == "fast"
-        handle = await self.queue.submit(spec, generation.queue, fast=fast)
-        if generation.status == "recorded":
-            await self.ledger.set_status(generation.id, "queued")
+        async with self._landed(generation.id):
+            handle = await self.queue.submit(spec, generation.queue, fast=fast)
+            if generation.status == "recorded":
+                await self._mark_queued(generation.id, spec.job_id, generation.queue)
         caption = str(generation.route.get("caption", spec.prompt))
         reasons = "; ".join(str(r) for r in generation.route.get("reasons", []))
         return Submission(generation.id, spec, handle, caption, generation.queue, reasons)
@@ -562,15 +595,23 @@ class Studio:
             raise GenerationRefused(
                 f"only the requester of {generation_id} or a server manager can cancel it"
             )
+        landing = self._landing.get(generation_id)
+        if landing is not None:  # on its way onto the queue: cancelled once it is there
+            await landing.wait()
+            record = await self._record(generation_id)
         if record.status not in ("recorded", "queued", "running"):
             raise GenerationRefused(
                 f"generation {generation_id} is {record.status}; there is nothing left to cancel"
             )
-        reason = f"cancelled by {origin.user_id}"
-        outcome = "removed"
-        if record.status != "recorded":
-            outcome = await self.queue.cancel(record.job_id, record.queue, reason)
+        reason = f"{CANCELLED_BY}{origin.user_id}"
+        # A generation still `recorded` may be on its way onto the queue: asked there too (the submitter
+        # sees the cancel in the ledger and takes its job off if it lands after this).
+        outcome = await self.queue.cancel(record.job_id, record.queue, reason)
         if outcome == "stopping":
+            # Kept on record, so a restart before the worker's answer does not run it again.
+            await self.ledger.set_status(
+                generation_id, "running", error=reason, only_from=("recorded", "queued", "running")
+            )
             return f"stopping `{generation_id}`: its worker ends it after the step under way"
         if outcome == "running":
             raise GenerationRefused(

@@ -322,3 +322,91 @@ async def test_the_running_mark_never_overwrites_an_ended_generation(
     assert stored is not None and stored.status == "failed"
     assert not await ledger.set_status(submission.generation_id, "running", only_from=("queued",))
     await queue.close()
+
+
+class HeldSubmit(LocalQueue):
+    """The in-process queue, where a submit made while `hold` is set waits for `release`: the moment between
+    the ledger's record and the job landing on the queue, where a cancel may come in."""
+
+    def __init__(self, runner: Callable[..., object]) -> None:
+        super().__init__(runner)  # type: ignore[arg-type]
+        self.hold = False
+        self.submitting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def submit(self, spec: JobSpec, queue_name: str, *, fast: bool = False) -> JobHandle:
+        if self.hold:
+            self.submitting.set()
+            await self.release.wait()
+        return await super().submit(spec, queue_name, fast=fast)
+
+
+async def test_a_cancel_while_the_job_is_being_submitted_takes_it_off_the_queue(
+    tmp_path: Path, tiny_catalog: Catalog
+) -> None:
+    runs: list[str] = []
+    busy = asyncio.Event()
+
+    async def run(spec: JobSpec, progress: Callable[[ProgressEvent], None]) -> JobResult:
+        runs.append(spec.generation_id)
+        await busy.wait()  # the one worker is busy with the first request meanwhile
+        return JobResult(job_id=spec.job_id, generation_id=spec.generation_id, ok=True)
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    await ledger.open()
+    queue = HeldSubmit(run)
+    studio = Studio(ledger=ledger, catalog=tiny_catalog, queue=queue, generations_dir=tmp_path / "g")
+    try:
+        first = await studio.portrait(ORIGIN, "a first portrait --n 1")
+        queue.hold = True
+        asking = asyncio.create_task(studio.portrait(ORIGIN, "a second portrait --n 1"))
+        await queue.submitting.wait()
+        (recorded,) = [g for g in await ledger.open_generations() if g.id != first.generation_id]
+        assert recorded.status == "recorded"
+        cancelling = asyncio.create_task(studio.cancel(ORIGIN, recorded.id))
+        await asyncio.sleep(0.2)
+        assert not cancelling.done()  # it waits for the job to land on the queue
+        queue.release.set()
+        assert await asyncio.wait_for(cancelling, 10) == f"cancelled `{recorded.id}`"
+        submission = await asyncio.wait_for(asking, 10)
+        with pytest.raises(JobFailed, match="cancelled by u1"):
+            await studio.finish(submission)
+        stored = await ledger.get(recorded.id)
+        assert stored is not None and (stored.status, stored.error) == ("failed", "cancelled by u1")
+        busy.set()
+        await studio.finish(first)
+        assert runs == [first.generation_id]  # the cancelled one never ran
+    finally:
+        busy.set()
+        await queue.close()
+
+
+async def test_a_generation_cancelled_while_running_stays_cancelled_after_a_restart(
+    tmp_path: Path, tiny_catalog: Catalog
+) -> None:
+    """The bot stopped after asking a running job to stop and before the worker's answer: at the next
+    start the Courier does not run it again."""
+    runs: list[str] = []
+
+    async def run(spec: JobSpec, progress: Callable[[ProgressEvent], None]) -> JobResult:
+        runs.append(spec.generation_id)
+        return JobResult(job_id=spec.job_id, generation_id=spec.generation_id, ok=True)
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    await ledger.open()
+    queue = LocalQueue(run)
+    studio = Studio(ledger=ledger, catalog=tiny_catalog, queue=queue, generations_dir=tmp_path / "g")
+    try:
+        await ledger.record(
+            generation_id="g_aaaaaaaaaaaa", platform="cli", server_id="s1", channel_id="c1", user_id="u1",
+            request={}, route={}, spec={}, job_id="j_aaaaaaaaaaaa", queue="profile:tiny-xl",
+        )  # fmt: skip
+        await ledger.set_status("g_aaaaaaaaaaaa", "running", error="cancelled by u1")
+        (left,) = await ledger.open_generations()
+        with pytest.raises(JobFailed, match="was cancelled by u1"):
+            await studio.reattach(left)
+        stored = await ledger.get("g_aaaaaaaaaaaa")
+        assert stored is not None and (stored.status, stored.error) == ("failed", "cancelled by u1")
+        assert runs == []
+    finally:
+        await queue.close()
