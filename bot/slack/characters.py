@@ -37,7 +37,7 @@ from bot.slack.forms import (
     save_form,
 )
 from bot.slack.members import PLATFORM, Members
-from bot.slack.replies import NO_ACK, Reply, click_reply, command_reply, team_of
+from bot.slack.replies import NO_ACK, Reply, click_reply, command_reply, open_form, team_of
 from bot.studio import Origin, Studio
 from characters.reference import MAX_BYTES
 from characters.store import Character
@@ -135,7 +135,7 @@ class SlackCharacters:
             await self.members.check_may_create(self.studio, client, team, reply.user)
             if trigger_id:
                 form = create_form(command.name, command.description, reply.channel)
-                await client.views_open(trigger_id=trigger_id, view=form)
+                await open_form(client, trigger_id, form)
             else:
                 await self._create_from_message(reply, client, desk, member, command, files)
         elif verb == "list":
@@ -318,7 +318,7 @@ class SlackCharacters:
             origin = Origin(PLATFORM, team, reply.channel, reply.user)
             await self._savable(client, origin, generation_id, index)
             form = save_form(generation_id, index, reply.channel)
-            await client.views_open(trigger_id=str(body.get("trigger_id") or ""), view=form)
+            await open_form(client, str(body.get("trigger_id") or ""), form)
 
     async def on_save_form(
         self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient

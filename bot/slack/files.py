@@ -17,6 +17,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.attachments import SLACK_FILE_HOSTS, AttachmentRefused, fetch_attachment
+from bot.errors import UserError
 from bot.slack.blocks import fit
 from bot.slack.replies import slack_error
 
@@ -67,10 +68,23 @@ class SlackFiles:
 
 async def send_privately(client: AsyncWebClient, user_id: str, text: str, filename: str, data: bytes) -> None:
     """A file for one member alone, with `text`, in the direct message between them and Likeness."""
-    opened = await client.conversations_open(users=user_id)
-    channel = str((opened.get("channel") or {}).get("id") or "")
-    await client.files_upload_v2(
-        file_uploads=[{"content": data, "filename": filename, "title": filename}],
-        channel=channel,
-        initial_comment=fit(text),
-    )
+    try:
+        opened = await client.conversations_open(users=user_id)
+        channel = str((opened.get("channel") or {}).get("id") or "")
+        await client.files_upload_v2(
+            file_uploads=[{"content": data, "filename": filename, "title": filename}],
+            channel=channel,
+            initial_comment=fit(text),
+        )
+    except SlackApiError as exc:
+        error = slack_error(exc)
+        if error in ("missing_scope", "not_allowed_token_type", "restricted_action"):
+            raise UserError(
+                f"Likeness could not send you a direct message (Slack said {error}): ask a workspace admin "
+                "to reinstall the app, so it has the im:write and files:write scopes"
+            ) from exc
+        if error in ("cannot_dm_bot", "user_disabled", "user_not_found"):
+            raise UserError(
+                f"Likeness cannot send a direct message to this member (Slack said {error})"
+            ) from exc
+        raise

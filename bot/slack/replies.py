@@ -47,6 +47,24 @@ def slack_error(exc: SlackApiError) -> str:
     return str(data.get("error", "")) if isinstance(data, dict) else ""
 
 
+# Slack's answers to views.open that a member can do something about, in words.
+FORM_REFUSALS = {
+    "expired_trigger_id": "the form could not open in time (Slack allows 3 seconds); run the command again",
+    "exchanged_trigger_id": "this request already opened a form; run the command again for another",
+}
+
+
+async def open_form(client: AsyncWebClient, trigger_id: str, form: Mapping[str, Any]) -> None:
+    """Open a form (modal) for whoever typed or clicked; a late or used trigger is told how to retry."""
+    try:
+        await client.views_open(trigger_id=trigger_id, view=dict(form))
+    except SlackApiError as exc:
+        said = FORM_REFUSALS.get(slack_error(exc))
+        if said is None:
+            raise
+        raise UserError(said) from exc
+
+
 def _refused(exc: SlackApiError) -> NoReturn:
     """Slack refused a post: NotInChannel where the bot may not post there, else the error as it is."""
     if slack_error(exc) in NOT_IN_CHANNEL:

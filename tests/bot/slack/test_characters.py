@@ -180,6 +180,15 @@ async def test_a_file_on_another_host_than_slacks_is_not_fetched(running: Runnin
 
 
 @in_module_loop
+async def test_a_form_slack_would_not_open_in_time_says_to_run_the_command_again(running: Running) -> None:
+    fake = running.fake
+    fake.fail("views.open", "expired_trigger_id")
+    sent = await character(running, "create late", user=BOB)
+    said = await answer(fake, BOB, "could not open in time", sent=sent)
+    assert "run the command again" in said
+
+
+@in_module_loop
 async def test_where_only_admins_create_characters_others_are_refused_before_the_form(
     running: Running,
 ) -> None:
