@@ -176,9 +176,10 @@ class Dispatcher:
         self._logged: str | None = ""  # the queue of the last decision logged ("": none yet)
         self._stopped = False
         self._wake = asyncio.Event()
-        # busy, holds, capacity or why it is paused changed: the heartbeat tells the fleet
+        # busy, holds, capacity, why it is paused or what holds its device changed: the heartbeat tells
+        # the fleet
         self.changed = asyncio.Event()
-        self._told: tuple[bool, tuple[str, ...], int, str] = (False, (), 0, "")
+        self._told: tuple[bool, tuple[str, ...], int, str, str] = (False, (), 0, "", "")
         self._queued: dict[str, _Queued] = {}  # jobs at the queues' heads, by id
         self._job_s: dict[str, float] = {}
         self._load_s: dict[str, float] = {}
@@ -335,8 +336,9 @@ class Dispatcher:
         if self._stopped:
             return
         self._tell_fleet()
-        # It keeps failing (for good), or a job given up on still holds its device (for a while).
-        if getattr(self._holder, "paused", None):
+        # It keeps failing (for good: paused), or a job told to stop still holds its device (for a while:
+        # holding).
+        if getattr(self._holder, "paused", None) or getattr(self._holder, "holding", None):
             self._close()
             return
         if len(self._gates) == 1:
@@ -405,7 +407,13 @@ class Dispatcher:
             gate.allow_pick_jobs = False
 
     def _tell_fleet(self) -> None:
-        now = (self.busy, self.holds(), self.capacity(), getattr(self._holder, "paused", None) or "")
+        now = (
+            self.busy,
+            self.holds(),
+            self.capacity(),
+            getattr(self._holder, "paused", None) or "",
+            getattr(self._holder, "holding", None) or "",
+        )
         if now != self._told:
             self._told = now
             self.changed.set()

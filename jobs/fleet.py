@@ -63,7 +63,14 @@ class WorkerBeat(BaseModel):
     capacity: int = Field(default=1, ge=1, description="how many profiles it can hold at once")
     busy: bool = Field(default=False, description="running a job or loading a profile")
     paused: str = Field(
-        default="", description="why it stopped taking jobs (it keeps failing); empty = working"
+        default="",
+        description="why it stopped taking jobs for good (it keeps failing); empty = working. Routing and "
+        "queue status leave a paused worker out",
+    )
+    holding: str = Field(
+        default="",
+        description="why it takes no job for now: a job told to stop (cancelled, or past its limit) still "
+        "holds its device; empty = free. It still serves its profiles: routing keeps counting it",
     )
     residency: Residency = Field(default_factory=Residency, description="host-memory parking and counts")
 
@@ -129,6 +136,7 @@ async def median_load(redis: Any, profile: str) -> float | None:
 
 
 async def queue_status(redis: Any, queue: str, profile: str) -> QueueStatus:
+    # A worker whose device a stopped job holds for a while still serves the queue; a paused one does not.
     serving = [beat for beat in await live_workers(redis) if queue in beat.queues and not beat.paused]
     waiting = int(await redis.zcard(queue))
     median = await median_duration(redis, profile)

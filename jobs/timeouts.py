@@ -14,13 +14,16 @@ what an (8t)×(8t) image costs a txt2img model (whose latents are an eighth of t
 family's weight says how heavy its model is beside SDXL (1.0): FLUX costs about four times as much per
 megapixel-step. Then
 
-    limit = clamp(work × weight × seconds_per_megapixel_step × safety
-                  + (load_s if the profile is not resident), floor_s, ceiling_s)
+    limit = clamp(work × weight × seconds_per_megapixel_step × safety, floor_s, ceiling_s)
+
+The limit covers the run alone: its clock starts once the job's pipeline is ready. Loading a checkpoint
+(with torch.compile and its warm-up, minutes on a slow disk) is bounded apart, by `load_s` (at least
+`job_timeout_s`): a load cannot be stopped midway, and a retry would only load again.
 
 Worked example, on a mid GPU (0.5 s per megapixel-step, safety 3): an SDXL portrait of 1024×1024, 30
 steps, 4 variations is 1.048576 × 30 × 4 = 125.8 megapixel-steps; 125.8 × 1.0 × 0.5 × 3 = 188.7 s, so its
-limit is 189 s when the checkpoint is resident, and 189 + 120 = 309 s when it must be loaded first. One
-variation of 512×512 at 20 steps is 5.2 megapixel-steps, 7.9 s: the floor, 60 s, applies. A job that
+limit is 189 s from the moment its pipeline is ready, whether it was resident or had to be loaded first.
+One variation of 512×512 at 20 steps is 5.2 megapixel-steps, 7.9 s: the floor, 60 s, applies. A job that
 would need more than the ceiling (`job_timeout_s`, 900 s) gets the ceiling.
 
 A job that runs past its limit is tried once more, on another worker if there is one (jobs/worker.py);
@@ -64,7 +67,7 @@ class Pace:
 
     seconds_per_megapixel_step: float = DEFAULT_PACE
     safety: float = 3.0  # how many times the expected time a job may take before it counts as stuck
-    load_s: float = 120.0  # added when the job's checkpoint must be loaded first
+    load_s: float = 900.0  # how long loading the job's pipeline may take, on its own clock
     floor_s: float = 60.0  # no job gets less: startup, encoding and a busy machine take seconds
     ceiling_s: float = 900.0  # no job gets more (`job_timeout_s`)
 
@@ -111,13 +114,12 @@ def _tiles(spec: JobSpec) -> int:
     return len(tile_spans(width, tile, overlap)) * len(tile_spans(height, tile, overlap))
 
 
-def job_limit_s(spec: JobSpec, pace: Pace, *, resident: bool) -> float:
-    """How long `spec` may run on a worker of this pace; `resident`: its checkpoint is loaded already."""
+def job_limit_s(spec: JobSpec, pace: Pace) -> float:
+    """How long `spec` may run on a worker of this pace, counted from when its pipeline is ready (its
+    load is bounded apart, by `pace.load_s`)."""
     recipe = spec.recipe
     weight = FAMILY_WEIGHT.get(recipe.family, UNKNOWN_FAMILY_WEIGHT) if recipe else 0.0
     expected = megapixel_steps(spec) * weight * pace.seconds_per_megapixel_step * pace.safety
-    if not resident and recipe is not None and recipe.family != "lanczos":
-        expected += pace.load_s
     return min(max(expected, pace.floor_s), pace.ceiling_s)
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
 import io
 import logging
 import signal
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -100,6 +102,16 @@ LANCZOS_NOTICE = (
 )
 
 
+@dataclass
+class JobRun:
+    """One run of a job on this runner. A retry of the same job id on the same worker is another run: a
+    stop meant for the old one (still ending on the device) never reaches it."""
+
+    spec: JobSpec
+    ready: Callable[[], None] = lambda: None  # the pipeline is loaded: the job's time limit starts now
+    stop: str | None = None  # why it must end at its next step (cancelled, or past its limit)
+
+
 class JobStopped(Exception):
     """Raised from a pipeline's step callback to end the job there: it was cancelled, or it ran past its
     time limit. The message is the reason."""
@@ -130,31 +142,37 @@ class JobRunner:
         self.current_job: str | None = None  # the job holding the device
         self._failures: collections.deque[float] = collections.deque()
         self._failing: str | None = None  # why this worker stopped taking jobs for good: it keeps failing
-        self._running: set[str] = set()
-        self._stops: dict[str, str] = {}  # job id → why it must end at its next step
+        self._running: dict[str, JobRun] = {}  # job id → its latest run here
+        self._on_device: JobRun | None = None  # the run holding the device
 
     @property
     def paused(self) -> str | None:
-        """Why this worker takes no job now: it keeps failing (until restarted), or a job told to stop
-        still holds the device (until its pipeline reaches its next step, or its thread ends)."""
-        if self._failing is not None:
-            return self._failing
-        job = self.current_job
-        reason = self._stops.get(job) if job is not None else None
-        if reason is not None:
-            return f"waiting for job {job} to let go of the device ({reason})"
-        return None
+        """Why this worker stopped taking jobs for good (until restarted): it keeps failing. The fleet
+        routes around a paused worker."""
+        return self._failing
+
+    @property
+    def holding(self) -> str:
+        """Why this worker takes no job for now: a job told to stop still holds the device, until its
+        pipeline reaches its next step (under a second after a cancel) or its thread ends (minutes, for a
+        stuck one); "" when the device is free of such a job. Unlike `paused`, the worker still serves its
+        profiles: routing keeps sending it work, which waits in its queue meanwhile."""
+        run = self._on_device
+        if run is not None and run.stop is not None:
+            return f"waiting for job {run.spec.job_id} to let go of the device ({run.stop})"
+        return ""
 
     def stop(self, job_id: str, reason: str) -> None:
         """End job `job_id` at its next denoising step (or tile), with `reason`: it was cancelled, or it
-        ran past its time limit. Does nothing for a job not running here."""
-        if job_id in self._running:
-            self._stops[job_id] = reason
+        ran past its time limit. Does nothing for a job not running here; of a job run here twice (a retry
+        while the old run still ends), stops the latest run."""
+        run = self._running.get(job_id)
+        if run is not None:
+            run.stop = reason
 
-    def _check_stop(self, job_id: str) -> None:
-        reason = self._stops.get(job_id)
-        if reason is not None:
-            raise JobStopped(reason)
+    def _check_stop(self, run: JobRun) -> None:
+        if run.stop is not None:
+            raise JobStopped(run.stop)
 
     async def preload(self, profile_names: list[str]) -> None:
         """Load these profiles' pipelines now, in order while they fit the memory budget, so the first
@@ -170,8 +188,14 @@ class JobRunner:
             used += profile.memory_gb
             await asyncio.to_thread(self.cache.get, profile.checkpoint, profile.family, profile.memory_gb)
 
-    async def run(self, spec: JobSpec, progress: ProgressSink) -> JobResult:
-        """Run `spec`; failures come back as a JobResult with a reason, never as an exception."""
+    async def run(
+        self, spec: JobSpec, progress: ProgressSink, *, ready: Callable[[], None] | None = None
+    ) -> JobResult:
+        """Run `spec`; failures come back as a JobResult with a reason, never as an exception.
+
+        `ready` is called (on the event loop) once the job's pipeline is loaded and warmed up, before its
+        first step: where its time limit starts (see `_run_within_limit`).
+        """
         if spec.kind == "noop":
             return JobResult(job_id=spec.job_id, generation_id=spec.generation_id, ok=True, worker=self.name)
         if spec.recipe is None:
@@ -181,16 +205,24 @@ class JobRunner:
         def from_thread(event: ProgressEvent) -> None:
             loop.call_soon_threadsafe(progress, event)
 
-        self._running.add(spec.job_id)
+        def ready_from_thread() -> None:
+            if ready is not None:
+                loop.call_soon_threadsafe(ready)
+
+        run = JobRun(spec, ready=ready_from_thread)
+        self._running[spec.job_id] = run
         try:
             # The device is held for loading and denoising only; encoding runs beside the next job.
             async with self._device_lock:
                 self.current_job = spec.job_id
+                self._on_device = run
                 try:
                     progress(ProgressEvent(job_id=spec.job_id, state="started"))
-                    made = await asyncio.to_thread(self._make, spec, spec.recipe, from_thread)
+                    made = await asyncio.to_thread(self._make, run, spec.recipe, from_thread)
                 finally:
                     self.current_job = None
+                    self._on_device = None
+            self._check_stop(run)  # a stop that came during the last step: nothing is encoded
             progress(ProgressEvent(job_id=spec.job_id, state="encoding"))
             return await asyncio.to_thread(self._encode, spec, made)
         except JobStopped as exc:  # cancelled, or past its limit: neither is this worker's fault
@@ -206,8 +238,8 @@ class JobRunner:
             self._count_failure(f"internal error {error_id}")
             return self._failed(spec, f"the worker hit an internal error (error id {error_id})")
         finally:
-            self._running.discard(spec.job_id)
-            self._stops.pop(spec.job_id, None)
+            if self._running.get(spec.job_id) is run:  # a later run of the same job is not this one's
+                del self._running[spec.job_id]
 
     def _count_failure(self, reason: str) -> None:
         """A worker that keeps failing stops taking jobs (it would fail them all) and says why."""
@@ -239,20 +271,22 @@ class JobRunner:
             progress(ProgressEvent(job_id=spec.job_id, state="loading", message=recipe.checkpoint))
         return self.cache.get(recipe.checkpoint, recipe.family, memory)
 
-    def _make(self, spec: JobSpec, recipe: Recipe, progress: ProgressSink) -> Made:
+    def _make(self, run: JobRun, recipe: Recipe, progress: ProgressSink) -> Made:
         """Run the job's model on the device: txt2img and vary give images, upscale one, animate frames."""
+        spec = run.spec
         timings: dict[str, float] = {"load": 0.0}
 
         def on_step(step: int, total: int) -> None:
             # Called after each denoising step (each tile of an upscale): where a stop takes effect.
-            self._check_stop(spec.job_id)
+            self._check_stop(run)
             progress(ProgressEvent(job_id=spec.job_id, state="step", step=step, total=total))
 
-        self._check_stop(spec.job_id)
+        self._check_stop(run)
         pipeline = None
         if recipe.family != "lanczos":
             pipeline, timings["load"] = self._pipeline(spec, recipe, progress)
-            self._check_stop(spec.job_id)
+        run.ready()  # loaded (and compiled, and warmed up): the job's own time starts
+        self._check_stop(run)
         source = _decode_image(spec.source().data) if spec.kind in FROM_IMAGE_KINDS else None
         started = time.perf_counter()
         made = Made(images=[], timings=timings)
@@ -462,6 +496,11 @@ async def run_job(ctx: dict[str, Any], spec_data: dict[str, Any]) -> dict[str, A
 async def _run_within_limit(ctx: dict[str, Any], runner: SupportsRun, spec: JobSpec) -> JobResult:
     """Run `spec` within its time limit (jobs/timeouts.py), and end it early if it is cancelled.
 
+    The limit covers the run alone: its clock starts when the runner says the pipeline is ready (loaded,
+    compiled and warmed up; a runner that cannot say starts it at once). Loading has its own, generous
+    bound (`Pace.load_s`): a cold load on a slow disk is no sign of a stuck job, and a retry would only
+    load again.
+
     The pipeline runs in a thread that cannot be cancelled. Past its limit the job is told to stop at
     its next step and left to end on its own: the runner keeps its device, and this worker takes no new
     job, until it has. Meanwhile the job is tried again, by another worker if there is one (arq's Retry
@@ -471,7 +510,7 @@ async def _run_within_limit(ctx: dict[str, Any], runner: SupportsRun, spec: JobS
     redis = ctx["redis"]
     job_id = str(ctx.get("job_id", spec.job_id))
     pace: Pace = ctx.get(PACE) or Pace()
-    limit_s = job_limit_s(spec, pace, resident=_resident(runner, spec))
+    limit_s = job_limit_s(spec, pace)
     publisher = EventPublisher(redis)
     live = True  # once the job is given up on here, what its thread still reports is dropped
 
@@ -479,14 +518,28 @@ async def _run_within_limit(ctx: dict[str, Any], runner: SupportsRun, spec: JobS
         if live:
             publisher.emit(event)
 
-    holding = asyncio.create_task(_hold_lock(redis, job_id, float(ctx.get(LOCK_S, 30.0))))
+    ready = asyncio.Event()
+    locking = asyncio.create_task(_hold_lock(redis, job_id, float(ctx.get(LOCK_S, 30.0))))
     watching = asyncio.create_task(_watch_cancel(redis, job_id, runner))
-    running = asyncio.ensure_future(runner.run(spec, emit))
+    if _says_when_ready(runner):
+        running = asyncio.ensure_future(runner.run(spec, emit, ready=ready.set))  # type: ignore[call-arg]
+    else:
+        ready.set()
+        running = asyncio.ensure_future(runner.run(spec, emit))
+    bound_s = pace.load_s  # until the pipeline is ready; then the job's own limit
     try:
+        waiting = asyncio.ensure_future(ready.wait())
+        try:
+            done, _ = await asyncio.wait({running, waiting}, timeout=bound_s, return_when=FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+        if not done:
+            raise TimeoutError
+        bound_s = limit_s
         return await asyncio.wait_for(asyncio.shield(running), limit_s)
     except TimeoutError:
         live = False
-        return await _overran(ctx, runner, spec, job_id, limit_s, running)
+        return await _overran(ctx, runner, spec, job_id, bound_s, running)
     except asyncio.CancelledError:  # arq gave up on it (shutdown, or its own timeout): it runs again later
         live = False
         _stop(runner, job_id, "the worker stopped before the job ended")
@@ -494,9 +547,17 @@ async def _run_within_limit(ctx: dict[str, Any], runner: SupportsRun, spec: JobS
         running.add_done_callback(lambda task: _let_go(task, job_id, given_up))
         raise
     finally:
-        holding.cancel()
+        locking.cancel()
         watching.cancel()
         await publisher.close()
+
+
+def _says_when_ready(runner: SupportsRun) -> bool:
+    """Whether the runner's `run` takes `ready`, to say when its pipeline is loaded (a JobRunner does)."""
+    try:
+        return "ready" in inspect.signature(runner.run).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 async def _overran(
@@ -546,12 +607,6 @@ def _let_go(task: asyncio.Future[JobResult], job_id: str, since: float) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.warning("job %s, given up on, ended with %r", job_id, task.exception())
     log.info("job %s let go of the device %.1f s after it was given up on", job_id, time.monotonic() - since)
-
-
-def _resident(runner: SupportsRun, spec: JobSpec) -> bool:
-    """Whether the job's checkpoint is loaded on this worker already (a runner that cannot say: no)."""
-    resident = getattr(getattr(runner, "cache", None), "resident", None)
-    return spec.recipe is not None and resident is not None and spec.recipe.checkpoint in resident
 
 
 async def _watch_cancel(redis: Any, job_id: str, runner: SupportsRun) -> None:
@@ -626,6 +681,7 @@ async def _heartbeat(
                 capacity=dispatcher.capacity(),
                 busy=dispatcher.busy,
                 paused=getattr(runner, "paused", None) or "",
+                holding=getattr(runner, "holding", None) or "",
                 **({"residency": residency()} if callable(residency) else {}),
             )
             await publish_beat(redis, beat)
@@ -694,9 +750,13 @@ def arq_worker(
 
 
 def _device_free(runner: SupportsRun) -> bool:
-    """No job holds the runner's device (one given up on may, until its thread ends), and it is not
-    paused."""
-    return getattr(runner, "current_job", None) is None and not getattr(runner, "paused", None)
+    """No job holds the runner's device (one given up on may, until its thread ends: `holding`), and it
+    is not paused."""
+    return (
+        getattr(runner, "current_job", None) is None
+        and not getattr(runner, "paused", None)
+        and not getattr(runner, "holding", None)
+    )
 
 
 def pace_of(settings: WorkerSettings, device: str) -> Pace:
@@ -705,7 +765,8 @@ def pace_of(settings: WorkerSettings, device: str) -> Pace:
         seconds_per_megapixel_step=settings.seconds_per_megapixel_step
         or PACE_BY_DEVICE.get(device, DEFAULT_PACE),
         safety=settings.job_timeout_safety,
-        load_s=settings.job_load_allowance_s,
+        # Loading is bounded on its own clock, at least as generously as the longest job.
+        load_s=max(float(settings.job_timeout_s), settings.job_load_allowance_s),
         floor_s=settings.job_timeout_floor_s,
         ceiling_s=settings.job_timeout_s,
     )

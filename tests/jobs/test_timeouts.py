@@ -19,7 +19,7 @@ from jobs.timeouts import (
     timed_out_twice,
 )
 
-MID_GPU = Pace(seconds_per_megapixel_step=0.5, safety=3.0, load_s=120.0, floor_s=60.0, ceiling_s=900.0)
+MID_GPU = Pace(seconds_per_megapixel_step=0.5, safety=3.0, load_s=900.0, floor_s=60.0, ceiling_s=900.0)
 SOURCE = (InputImage(role="source", data=b"png"),)
 
 
@@ -53,31 +53,33 @@ def spec(
 def test_the_worked_example_of_the_docstring() -> None:
     portrait = spec()  # 1024×1024, 30 steps, 4 variations, SDXL
     assert megapixel_steps(portrait) == pytest.approx(1.048576 * 30 * 4)
-    assert job_limit_s(portrait, MID_GPU, resident=True) == pytest.approx(188.7, abs=0.1)
-    assert job_limit_s(portrait, MID_GPU, resident=False) == pytest.approx(308.7, abs=0.1)
+    # From the moment its pipeline is ready: a load, however long, is not counted.
+    assert job_limit_s(portrait, MID_GPU) == pytest.approx(188.7, abs=0.1)
+    slow_disk = Pace(seconds_per_megapixel_step=0.5, safety=3.0, load_s=3600.0, floor_s=60.0, ceiling_s=900.0)
+    assert job_limit_s(portrait, slow_disk) == job_limit_s(portrait, MID_GPU)
     small = spec(size=(512, 512), steps=20, batch=1)
     assert megapixel_steps(small) == pytest.approx(5.24, abs=0.01)
-    assert job_limit_s(small, MID_GPU, resident=True) == 60.0  # the floor
+    assert job_limit_s(small, MID_GPU) == 60.0  # the floor
 
 
 def test_the_limit_grows_with_pixels_steps_and_batch_up_to_the_ceiling() -> None:
-    base = job_limit_s(spec(batch=2, steps=30), MID_GPU, resident=True)
+    base = job_limit_s(spec(batch=2, steps=30), MID_GPU)
     assert base == pytest.approx(94.4, abs=0.1)
-    assert job_limit_s(spec(batch=4, steps=30), MID_GPU, resident=True) == pytest.approx(2 * base)
-    assert job_limit_s(spec(batch=2, steps=60), MID_GPU, resident=True) == pytest.approx(2 * base)
-    assert job_limit_s(spec(size=(1448, 1448), batch=2, steps=30), MID_GPU, resident=True) > 1.9 * base
-    assert job_limit_s(spec(size=(2048, 2048), steps=100, batch=8), MID_GPU, resident=True) == 900.0
+    assert job_limit_s(spec(batch=4, steps=30), MID_GPU) == pytest.approx(2 * base)
+    assert job_limit_s(spec(batch=2, steps=60), MID_GPU) == pytest.approx(2 * base)
+    assert job_limit_s(spec(size=(1448, 1448), batch=2, steps=30), MID_GPU) > 1.9 * base
+    assert job_limit_s(spec(size=(2048, 2048), steps=100, batch=8), MID_GPU) == 900.0
     slow = Pace(seconds_per_megapixel_step=1.0, safety=3.0, floor_s=60.0, ceiling_s=900.0)
-    assert job_limit_s(spec(batch=2), slow, resident=True) == pytest.approx(2 * base)
+    assert job_limit_s(spec(batch=2), slow) == pytest.approx(2 * base)
 
 
 def test_heavier_families_get_longer_limits() -> None:
     limits = {
-        family: job_limit_s(spec(family=family), MID_GPU, resident=True)
+        family: job_limit_s(spec(family=family), MID_GPU)
         for family in ("sd15", "sdxl", "sd3", "flux")
     }
     assert limits["sd15"] < limits["sdxl"] < limits["sd3"] < limits["flux"] < 900.0
-    unknown = job_limit_s(spec(family="something-new"), MID_GPU, resident=True)
+    unknown = job_limit_s(spec(family="something-new"), MID_GPU)
     assert unknown >= limits["flux"]
 
 
@@ -101,14 +103,14 @@ def test_an_upscale_counts_its_tiles_at_the_input_resolution() -> None:
     assert megapixel_steps(esrgan) == pytest.approx(2048 * 2048 / 1e6)
     lanczos = spec("upscale", size=(2048, 2048), steps=1, batch=1, family="lanczos", upscale=tiles)
     assert megapixel_steps(lanczos) == 0.0
-    assert job_limit_s(lanczos, MID_GPU, resident=False) == 60.0  # nothing to load, nothing to denoise
+    assert job_limit_s(lanczos, MID_GPU) == 60.0  # nothing to load, nothing to denoise
 
 
 def test_an_animation_counts_frames_times_steps() -> None:
     motion = MotionRecipe(frames=25, fps=8, motion=127)
     clip = spec("animate", size=(1024, 576), steps=25, batch=1, family="svd", motion=motion)
     assert megapixel_steps(clip) == pytest.approx(25 * 1024 * 576 / 1e6 * 25)
-    assert job_limit_s(clip, MID_GPU, resident=True) == pytest.approx(25 * 0.589824 * 25 * 0.5 * 3)
+    assert job_limit_s(clip, MID_GPU) == pytest.approx(25 * 0.589824 * 25 * 0.5 * 3)
     assert describe_work(clip) == "25 frames of 1024×576 × 25 steps"
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ from jobs.media import read_parameters, read_recipe
 from jobs.queue import ArqQueue
 from jobs.settings import WorkerSettings
 from jobs.spec import Adapter, InputImage, JobResult, JobSpec, ProgressEvent, Recipe
-from jobs.worker import JobRunner, run_job
+from jobs.worker import JobRun, JobRunner, Made, run_job
 from router.catalog import Catalog
 from tests.arq_support import running_worker
 
@@ -197,3 +199,72 @@ async def test_faces_without_an_adapter_fail_with_a_reason(runner: JobRunner) ->
     result = await runner.run(identity_spec((1,), adapter=False), lambda event: None)
     assert not result.ok
     assert result.error == "tiny-identity-xl has no identity adapter, so it cannot draw characters"
+
+
+class TwoRuns(JobRunner):
+    """A JobRunner whose first run waits in its encoding, and whose second run waits before its device
+    work, each until the test lets it go: a try that is still encoding when the retry of the same job
+    starts on the same worker."""
+
+    def __init__(self, settings: WorkerSettings, catalog: Catalog) -> None:
+        super().__init__(settings, catalog)
+        self.encoding = threading.Event()
+        self.finish_encoding = threading.Event()
+        self.second = threading.Event()
+        self.go_on = threading.Event()
+
+    def _encode(self, spec: JobSpec, made: Made) -> JobResult:
+        if not self.encoding.is_set():
+            self.encoding.set()
+            self.finish_encoding.wait(30)
+        return super()._encode(spec, made)
+
+    def _make(self, run: JobRun, recipe: Recipe, progress: Callable[[ProgressEvent], None]) -> Made:
+        if self.encoding.is_set():
+            self.second.set()
+            self.go_on.wait(30)
+        return super()._make(run, recipe, progress)
+
+
+async def wait_for(event: threading.Event) -> None:
+    async with asyncio.timeout(30):
+        while not event.is_set():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_stop_of_one_run_never_reaches_the_retry_of_the_same_job(
+    shared_data_dir: Path, tiny_catalog: Catalog
+) -> None:
+    runner = TwoRuns(WorkerSettings(data_dir=shared_data_dir, device="cpu"), tiny_catalog)
+    spec = tiny_spec((3,), steps=2, width=64, height=64)
+    first = asyncio.create_task(runner.run(spec, lambda event: None))
+    await wait_for(runner.encoding)
+    runner.stop(spec.job_id, "it ran past its 60 s limit")  # too late for the first run: it encodes
+    retry = asyncio.create_task(runner.run(spec, lambda event: None))
+    await wait_for(runner.second)
+    runner.finish_encoding.set()
+    assert (await first).ok  # its end leaves the retry's run alone
+    runner.stop(spec.job_id, "cancelled by u1")  # meant for the retry, and it reaches it
+    runner.go_on.set()
+    result = await retry
+    assert not result.ok and result.error == "cancelled by u1"
+
+
+class LastStepCancel(JobRunner):
+    """A JobRunner where a cancel lands while the pipeline's last step runs: after its last stop check."""
+
+    def _make(self, run: JobRun, recipe: Recipe, progress: Callable[[ProgressEvent], None]) -> Made:
+        made = super()._make(run, recipe, progress)
+        self.stop(run.spec.job_id, "cancelled by u1")
+        return made
+
+
+async def test_a_cancel_during_the_last_step_is_honoured_before_encoding(
+    shared_data_dir: Path, tiny_catalog: Catalog
+) -> None:
+    runner = LastStepCancel(WorkerSettings(data_dir=shared_data_dir, device="cpu"), tiny_catalog)
+    events: list[ProgressEvent] = []
+    result = await runner.run(tiny_spec((3,), steps=2, width=64, height=64), events.append)
+    await asyncio.sleep(0)
+    assert not result.ok and result.error == "cancelled by u1"
+    assert "encoding" not in [event.state for event in events]

@@ -15,13 +15,15 @@ from typing import Any
 
 import pytest
 from arq.constants import in_progress_key_prefix
+from arq.worker import Retry
 from PIL import Image
 
-from jobs.fleet import live_workers
+from jobs.fleet import WorkerBeat, live_workers, queue_status
 from jobs.queue import ArqQueue
 from jobs.settings import WorkerSettings
 from jobs.spec import JobSpec, ProgressEvent, Recipe
-from jobs.worker import OVERRUNS_KEY, JobRunner, Made, serve
+from jobs.timeouts import Pace
+from jobs.worker import OVERRUNS_KEY, PACE, JobRun, JobRunner, Made, _run_within_limit, serve
 from router.catalog import Catalog
 
 QUEUE = "likeness:profile:tiny-xl"
@@ -38,11 +40,13 @@ class HangingRunner(JobRunner):
         self.hung = threading.Event()
         self.made: list[str] = []
 
-    def _make(self, spec: JobSpec, recipe: Recipe, progress: Callable[[ProgressEvent], None]) -> Made:
+    def _make(self, run: JobRun, recipe: Recipe, progress: Callable[[ProgressEvent], None]) -> Made:
+        spec = run.spec
+        run.ready()  # its pipeline is resident: the job's clock starts
         if not self.hung.is_set():
             self.hung.set()
             self.release.wait(60)
-        self._check_stop(spec.job_id)
+        self._check_stop(run)
         self.made.append(spec.job_id)
         return Made(images=[Image.new("RGB", (recipe.width, recipe.height), "grey")], timings={})
 
@@ -81,6 +85,16 @@ async def serving(settings: WorkerSettings, catalog: Catalog, runner: JobRunner)
         if not task.done():
             os.kill(os.getpid(), signal.SIGTERM)
         await asyncio.wait_for(task, timeout=30)
+
+
+async def holding_beat(queue: ArqQueue, timeout: float = 10.0) -> WorkerBeat:
+    """The first heartbeat that says a stopped job holds the worker's device."""
+    async with asyncio.timeout(timeout):
+        while True:
+            held = next((b for b in await live_workers(queue.redis) if b.holding), None)
+            if held is not None:
+                return held
+            await asyncio.sleep(0.05)
 
 
 @pytest.mark.timeout(120)
@@ -124,19 +138,12 @@ async def test_a_stuck_job_keeps_the_device_and_the_worker_takes_nothing_until_i
             assert await queue.redis.get(OVERRUNS_KEY + stuck.job_id) == b"1"
 
             # The thread still holds the device: the heartbeat says so, and no job is taken.
-            async def beat() -> Any:
-                return next((b for b in await live_workers(queue.redis) if b.paused), None)
-
-            deadline = time.monotonic() + 10
-            paused = None
-            while paused is None and time.monotonic() < deadline:
-                paused = await beat()
-                await asyncio.sleep(0.05)
-            assert paused is not None
-            assert paused.current_job == stuck.job_id and paused.busy
-            assert f"waiting for job {stuck.job_id} to let go of the device" in paused.paused
-            assert "ran past its 1 s limit" in paused.paused
-            assert await queue.live_profiles() == frozenset()  # routing leaves it out meanwhile
+            held = await holding_beat(queue)
+            assert held.current_job == stuck.job_id and held.busy
+            assert f"waiting for job {stuck.job_id} to let go of the device" in held.holding
+            assert "ran past its 1 s limit" in held.holding
+            assert held.paused == ""  # held for a while, not failing: routing still counts it
+            assert await queue.live_profiles() == frozenset({"tiny-xl"})
             await asyncio.sleep(0.5)
             assert not await queue.redis.exists(in_progress_key_prefix + waiting.job_id)
             assert runner.made == []
@@ -152,4 +159,90 @@ async def test_a_stuck_job_keeps_the_device_and_the_worker_takes_nothing_until_i
             assert await queue.live_profiles() == frozenset({"tiny-xl"})
     finally:
         runner.release.set()
+        await queue.close()
+
+
+@pytest.mark.timeout(120)
+async def test_a_worker_whose_device_a_cancelled_job_holds_still_serves_its_profile(
+    redis_url: str, shared_data_dir: Path, tiny_catalog: Catalog
+) -> None:
+    # gpu-a alone serves tiny-xl. While a cancelled job lets go of its device, gpu-a takes no job, but the
+    # fleet still counts it: routing must not send new portraits to another profile meanwhile.
+    settings = WorkerSettings(
+        redis_url=redis_url,
+        profiles=["tiny-xl"],
+        data_dir=shared_data_dir,
+        device="cpu",
+        worker_name="gpu-a",
+        poll_delay_s=0.01,
+    )
+    runner = HangingRunner(settings, tiny_catalog)
+    queue = await ArqQueue.connect(redis_url, poll_delay_s=0.01)
+    try:
+        async with serving(settings, tiny_catalog, runner):
+            cancelled = await queue.submit(tiny_job(), QUEUE)
+            await until(runner.hung.is_set)
+            assert await queue.cancel(cancelled.job_id, QUEUE, "cancelled by u1") == "stopping"
+            waiting = await queue.submit(tiny_job(), QUEUE)
+
+            held = await holding_beat(queue)
+            assert held.worker == "gpu-a" and held.paused == ""
+            assert held.holding == f"waiting for job {cancelled.job_id} to let go of the device (cancelled by u1)"
+            assert await queue.live_profiles() == frozenset({"tiny-xl"})
+            status = await queue_status(queue.redis, QUEUE, "tiny-xl")
+            assert (status.workers, status.waiting) == (1, 2)
+            await asyncio.sleep(0.3)
+            assert not await queue.redis.exists(in_progress_key_prefix + waiting.job_id)  # nothing taken
+
+            runner.release.set()
+            stopped = await cancelled.result(timeout=30)
+            assert not stopped.ok and stopped.error == "cancelled by u1"
+            result = await waiting.result(timeout=30)
+            assert result.ok, result.error
+            assert runner.made == [waiting.job_id]
+    finally:
+        runner.release.set()
+        await queue.close()
+
+
+class SlowLoadRunner(JobRunner):
+    """A JobRunner whose pipeline takes `load_s` to get ready: a cold load with compile and warm-up on a
+    slow disk, as the job sees it."""
+
+    load_s = 3.0
+
+    def _pipeline(
+        self, spec: JobSpec, recipe: Recipe, progress: Callable[[ProgressEvent], None]
+    ) -> tuple[Any, float]:
+        started = time.perf_counter()
+        time.sleep(self.load_s)
+        pipeline, _ = super()._pipeline(spec, recipe, progress)
+        return pipeline, time.perf_counter() - started
+
+
+@pytest.mark.timeout(120)
+async def test_a_long_load_does_not_count_against_the_job_limit_but_has_its_own_bound(
+    redis_url: str, shared_data_dir: Path, tiny_catalog: Catalog
+) -> None:
+    settings = WorkerSettings(data_dir=shared_data_dir, device="cpu", worker_name="gpu-a")
+    runner = SlowLoadRunner(settings, tiny_catalog)
+    runner.cache.get("tiny:sdxl", "sdxl", 0.1)  # the tiny model itself loads at once
+    queue = await ArqQueue.connect(redis_url)
+    # Every job's limit is the floor, 2 s; the load takes 3 s.
+    pace = Pace(seconds_per_megapixel_step=0.0001, floor_s=2.0, ceiling_s=60.0, load_s=60.0)
+    try:
+        job = tiny_job()
+        result = await _run_within_limit({"redis": queue.redis, PACE: pace}, runner, job)
+        assert result.ok, result.error
+        assert result.timings["load"] >= 3.0
+        assert await queue.redis.get(OVERRUNS_KEY + job.job_id) is None
+
+        # A load past its own bound is given up on like a run past its limit.
+        again = tiny_job()
+        short = Pace(seconds_per_megapixel_step=0.0001, floor_s=2.0, ceiling_s=60.0, load_s=1.0)
+        with pytest.raises(Retry):
+            await _run_within_limit({"redis": queue.redis, PACE: short}, runner, again)
+        assert await queue.redis.get(OVERRUNS_KEY + again.job_id) == b"1"
+        await until(lambda: runner.current_job is None)
+    finally:
         await queue.close()
