@@ -389,7 +389,9 @@ def fleet() -> None:
             f"{beat.memory_budget_gb:.1f} (+{kept.host_budget_gb:.0f} host)",
             f"{kept.loads} loads, {kept.offloads} parked, {kept.restores} back, {kept.drops} dropped",
             ", ".join(kept.fast_path),
-            f"paused: {beat.paused}" if beat.paused else beat.current_job or "idle",
+            f"paused: {beat.paused}" if beat.paused
+            else f"holding: {beat.holding}" if beat.holding
+            else beat.current_job or "idle",
         )  # fmt: skip
     console.print(workers)
     queues = Table(title="queues")

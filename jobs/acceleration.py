@@ -70,6 +70,7 @@ class Step:
     name: str
     on: bool
     detail: str
+    added_bytes: int = 0  # memory the switch adds to the pipeline (the fused copies of QKV projections)
 
 
 @dataclass
@@ -82,6 +83,11 @@ class Report:
     @property
     def applied(self) -> tuple[str, ...]:
         return tuple(step.name for step in self.steps if step.on)
+
+    @property
+    def added_bytes(self) -> int:
+        """Memory the switches that are on add to the pipeline: the memory budget must count it."""
+        return sum(step.added_bytes for step in self.steps if step.on)
 
     def summary(self) -> str:
         parts = [f"{s.name} {'on' if s.on else 'off'} ({s.detail})" for s in self.steps]
@@ -178,21 +184,27 @@ def fuse_qkv(pipeline: Any) -> Step:
     """One matmul for query, key and value in self-attention (key and value in cross-attention).
 
     Keeps the separate projections too (IP-Adapter processors and `unfuse_qkv` use them), so the fused
-    copies cost memory: the detail says how many parameters they add.
+    copies cost memory (about 1.3 GB for SDXL in half precision): the detail says how many parameters
+    they add, and `added_bytes` how many bytes, which the pipeline cache adds to its memory budget.
     """
     from diffusers import AutoencoderKL
 
     unet = getattr(pipeline, "unet", None)
     if unet is None or not hasattr(pipeline, "fuse_qkv_projections"):
         return Step("fused_qkv", False, f"{type(pipeline).__name__} has no UNet projections to fuse")
-    before = _parameters(pipeline)
+    before, before_bytes = _parameters(pipeline), _parameter_bytes(pipeline)
     with_vae = isinstance(getattr(pipeline, "vae", None), AutoencoderKL)
     try:
         pipeline.fuse_qkv_projections(unet=True, vae=with_vae)
     except ValueError as exc:  # e.g. added KV projections
         return Step("fused_qkv", False, str(exc))
     added = _parameters(pipeline) - before
-    return Step("fused_qkv", True, f"UNet{' and VAE' if with_vae else ''}, +{added / 1e6:.1f}M parameters")
+    return Step(
+        "fused_qkv",
+        True,
+        f"UNet{' and VAE' if with_vae else ''}, +{added / 1e6:.1f}M parameters",
+        added_bytes=_parameter_bytes(pipeline) - before_bytes,
+    )
 
 
 def unfuse_qkv(pipeline: Any) -> Step:
@@ -217,6 +229,14 @@ def unfuse_qkv(pipeline: Any) -> Step:
 def _parameters(pipeline: Any) -> int:
     return sum(
         sum(p.numel() for p in model.parameters())
+        for model in (getattr(pipeline, "unet", None), getattr(pipeline, "vae", None))
+        if isinstance(model, torch.nn.Module)
+    )
+
+
+def _parameter_bytes(pipeline: Any) -> int:
+    return sum(
+        sum(p.numel() * p.element_size() for p in model.parameters())
         for model in (getattr(pipeline, "unet", None), getattr(pipeline, "vae", None))
         if isinstance(model, torch.nn.Module)
     )

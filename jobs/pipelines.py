@@ -27,6 +27,7 @@ from router.catalog import TINY_PREFIX
 log = logging.getLogger(__name__)
 
 HOST_SHARE = 0.4  # of the host's RAM parks pipelines moved off the GPU, unless configured
+CGROUP_ROOT = Path("/sys/fs/cgroup")  # where a container's memory limit is read (cgroup v2, or v1 below)
 
 # Single-file checkpoints need to be told their architecture; folders and hub ids carry model_index.json.
 _SINGLE_FILE_CLASSES = {
@@ -83,11 +84,25 @@ class Device:
         return cls(name=device, dtype=getattr(torch, dtype))
 
     def memory_gb(self) -> float:
-        """Memory this device offers to pipelines."""
+        """Memory this device offers to pipelines: a GPU's own, or the host's (within its cgroup)."""
         if self.name == "cuda":
             return float(torch.cuda.get_device_properties(0).total_memory) / 2**30
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        return float(pages) / 2**30
+        return host_memory_gb()
+
+
+def host_memory_gb(cgroup_root: Path = CGROUP_ROOT) -> float:
+    """The host memory this process may use: the machine's RAM, or less where its cgroup (a container's
+    memory limit, v2 `memory.max` or v1 `memory/memory.limit_in_bytes`) says so. Past a cgroup's limit the
+    kernel kills the worker, however much RAM the machine has."""
+    limits = [float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))]
+    for path in (cgroup_root / "memory.max", cgroup_root / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text().strip()
+        except OSError:  # no such cgroup version here, or not readable: no limit from it
+            continue
+        if text.isdigit():  # "max" (v2) is no limit; v1 says none with a huge number, which min() skips
+            limits.append(float(text))
+    return min(limits) / 2**30
 
 
 @dataclass
@@ -107,6 +122,14 @@ class PipelineCache:
     (`residency()`, which the heartbeat carries). `host_device` names where parked pipelines go:
     "cpu" on CUDA by default, none elsewhere (a CPU worker has nowhere cheaper to put them); tests name
     it to run the parking on a CPU-only machine.
+
+    Unless configured, the host budget is `HOST_SHARE` of the host memory the worker may use (its
+    cgroup's limit, read under `cgroup_root`, where lower than the RAM), less the largest pipeline it
+    knows of (resident, parked, or `expect`ed), so that parked pipelines never leave too little memory to
+    load the next one through; never below 0.
+
+    The event loop (the heartbeat, the dispatcher) reads what is where while a job thread moves
+    pipelines: it reads snapshots, replaced whole under the lock at each change, never the live dicts.
     """
 
     def __init__(
@@ -118,6 +141,7 @@ class PipelineCache:
         host_budget_gb: float | None = None,
         host_device: str | None = None,
         fast_path: FastPath | None = None,
+        cgroup_root: Path = CGROUP_ROOT,
     ) -> None:
         self.models_dir = models_dir
         self.device = device
@@ -125,18 +149,21 @@ class PipelineCache:
         self.host_device = (
             host_device if host_device is not None else ("cpu" if device.name == "cuda" else None)
         )
-        if self.host_device is None:
-            self.host_budget_gb = 0.0
-        elif host_budget_gb is None:
-            self.host_budget_gb = Device("cpu", torch.float32).memory_gb() * HOST_SHARE
-        else:
-            self.host_budget_gb = host_budget_gb
+        self._host_budget_gb = host_budget_gb  # None: from the host memory, less the largest pipeline
+        self._host_available_gb = host_memory_gb(cgroup_root) if self.host_device is not None else 0.0
+        self._largest_gb = 0.0  # the largest pipeline this cache has held or been told to expect
         self.fast_path = fast_path if fast_path is not None else FastPath.for_device(device.name)
         self.loads: dict[str, int] = {}
         self.offloads = self.restores = self.drops = 0
         self._resident: OrderedDict[str, Resident] = OrderedDict()  # on the device, least recent first
         self._parked: OrderedDict[str, Resident] = OrderedDict()  # in host memory, least recent first
         self._lock = threading.Lock()
+        # What other threads read, replaced whole at each change (see the class docstring).
+        self._resident_now: tuple[str, ...] = ()
+        self._parked_now: tuple[str, ...] = ()
+        self._fast_path_now: tuple[str, ...] = ()
+        self._loads_now = 0
+        self._used_now = 0.0
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings, device: Device, budget_gb: float) -> PipelineCache:
@@ -149,65 +176,101 @@ class PipelineCache:
         )
 
     @property
+    def host_budget_gb(self) -> float:
+        """Host memory for parked pipelines: as configured, or as the class docstring says."""
+        if self.host_device is None:
+            return 0.0
+        if self._host_budget_gb is not None:
+            return self._host_budget_gb
+        available = self._host_available_gb
+        return max(0.0, min(available * HOST_SHARE, available - self._largest_gb))
+
+    def expect(self, memory_gb: float) -> None:
+        """A pipeline of `memory_gb` may be loaded here (a profile the worker serves): host memory keeps
+        room to load it through."""
+        self._largest_gb = max(self._largest_gb, memory_gb)
+
+    @property
     def resident(self) -> list[str]:
         """Checkpoints on the device, least recently used first."""
-        return list(self._resident)
+        return list(self._resident_now)
 
     @property
     def offloaded(self) -> list[str]:
         """Checkpoints parked in host memory, least recently used first."""
-        return list(self._parked)
+        return list(self._parked_now)
+
+    @property
+    def used_gb(self) -> float:
+        """The memory the resident pipelines take, as the budget counts it (their fused copies included)."""
+        return self._used_now
 
     def residency(self) -> Residency:
-        applied = sorted({name for r in self._resident.values() for name in r.fast_path})
         return Residency(
-            offloaded=tuple(self._parked),
+            offloaded=self._parked_now,
             host_budget_gb=round(self.host_budget_gb, 2),
-            loads=sum(self.loads.values()),
+            loads=self._loads_now,
             offloads=self.offloads,
             restores=self.restores,
             drops=self.drops,
-            fast_path=tuple(applied),
+            fast_path=self._fast_path_now,
         )
+
+    def _changed(self) -> None:
+        """Take the snapshots other threads read; called under the lock after each change."""
+        self._resident_now = tuple(self._resident)
+        self._parked_now = tuple(self._parked)
+        self._fast_path_now = tuple(sorted({name for r in self._resident.values() for name in r.fast_path}))
+        self._loads_now = sum(self.loads.values())
+        self._used_now = sum(r.memory_gb for r in self._resident.values())
 
     def get(self, checkpoint: str, family: str, memory_gb: float) -> tuple[Any, float]:
         """The pipeline of `checkpoint` on the device, and the seconds spent making it ready (0 when warm):
         loading it, or bringing it back from host memory."""
         with self._lock:
-            if checkpoint in self._resident:
-                self._resident.move_to_end(checkpoint)
-                return self._resident[checkpoint].pipeline, 0.0
-            parked = self._parked.pop(checkpoint, None)
-            if parked is not None:
-                self._make_room(parked.memory_gb)
-                started = time.perf_counter()
-                try:
-                    _move(parked, self.device.name)
-                except Exception:
-                    self.drops += 1
-                    log.warning("could not bring %s back to %s; dropped it", checkpoint, self.device.name)
-                    self._free_device_cache()
-                    raise
-                took = time.perf_counter() - started
-                self._resident[checkpoint] = parked
-                self.restores += 1
-                log.info("brought %s back from host memory in %.1fs", checkpoint, took)
-                return parked.pipeline, took
-            self._make_room(memory_gb)
+            try:
+                return self._get(checkpoint, family, memory_gb)
+            finally:
+                self._changed()
+
+    def _get(self, checkpoint: str, family: str, memory_gb: float) -> tuple[Any, float]:
+        self._largest_gb = max(self._largest_gb, memory_gb)
+        if checkpoint in self._resident:
+            self._resident.move_to_end(checkpoint)
+            return self._resident[checkpoint].pipeline, 0.0
+        parked = self._parked.pop(checkpoint, None)
+        if parked is not None:
+            self._make_room(parked.memory_gb)
             started = time.perf_counter()
-            pipeline = self._load(checkpoint, family)
-            report = None
-            if family != "esrgan":
-                report = accelerate(pipeline, family, self.fast_path)
+            try:
+                _move(parked, self.device.name)
+            except Exception:
+                self.drops += 1
+                log.warning("could not bring %s back to %s; dropped it", checkpoint, self.device.name)
+                self._free_device_cache()
+                raise
             took = time.perf_counter() - started
-            self._resident[checkpoint] = Resident(
-                pipeline, memory_gb, fast_path=report.applied if report else ()
-            )
-            self.loads[checkpoint] = self.loads.get(checkpoint, 0) + 1
-            log.info("loaded %s in %.1fs on %s", checkpoint, took, self.device.name)
-            if report is not None:
-                log.info("fast path for %s: %s", checkpoint, report.summary())
-            return pipeline, took
+            self._resident[checkpoint] = parked
+            self.restores += 1
+            log.info("brought %s back from host memory in %.1fs", checkpoint, took)
+            return parked.pipeline, took
+        self._make_room(memory_gb)
+        started = time.perf_counter()
+        pipeline = self._load(checkpoint, family)
+        report = None
+        if family != "esrgan":
+            report = accelerate(pipeline, family, self.fast_path)
+        took = time.perf_counter() - started
+        # The fast path may add weights (fused QKV projections beside the separate ones): counted.
+        memory_gb += (report.added_bytes if report else 0) / 2**30
+        self._make_room(memory_gb)
+        self._largest_gb = max(self._largest_gb, memory_gb)
+        self._resident[checkpoint] = Resident(pipeline, memory_gb, fast_path=report.applied if report else ())
+        self.loads[checkpoint] = self.loads.get(checkpoint, 0) + 1
+        log.info("loaded %s in %.1fs on %s", checkpoint, took, self.device.name)
+        if report is not None:
+            log.info("fast path for %s: %s", checkpoint, report.summary())
+        return pipeline, took
 
     def _make_room(self, memory_gb: float) -> None:
         """Park or drop the least recently used pipelines until `memory_gb` more fits the device budget."""
@@ -223,6 +286,7 @@ class PipelineCache:
             log.info("dropped %s to stay within the %.1f GB budget", name, self.budget_gb)
             del entry
         if freed:
+            self._changed()
             self._free_device_cache()
 
     def _park(self, name: str, entry: Resident) -> bool:

@@ -112,7 +112,8 @@ class WorkerSettings(SharedSettings):
         default=120.0,
         ge=0.0,
         le=3600.0,
-        description="Added to a job's time limit when its checkpoint is not loaded yet.",
+        description="Loading a pipeline (with its compile and warm-up) has a bound of its own, apart from "
+        "the job's limit: the larger of this and job_timeout_s.",
     )
     job_timeout_floor_s: float = Field(
         default=60.0,

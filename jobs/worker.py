@@ -180,6 +180,10 @@ class JobRunner:
         used = 0.0
         for name in profile_names:
             profile = self.catalog.get(name)
+            if profile is not None and profile.family != "lanczos":
+                self.cache.expect(profile.memory_gb)  # host memory keeps room to load any of them
+        for name in profile_names:
+            profile = self.catalog.get(name)
             if profile is None or profile.family == "lanczos":
                 continue
             if used + profile.memory_gb > self.cache.budget_gb:

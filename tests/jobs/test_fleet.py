@@ -111,3 +111,11 @@ async def test_queue_status_counts_servers_and_measures_the_wait(queue: ArqQueue
     status = await queue.status(QUEUE, "tiny-xl")
     assert (status.workers, status.waiting) == (2, 3)
     assert status.eta_s == pytest.approx((3 + 1) * 10.0 / 2)
+
+
+def test_a_beat_says_what_holds_its_device_apart_from_why_it_is_paused() -> None:
+    # A worker from before `holding` still reads: its device is free as far as the fleet knows.
+    old = WorkerBeat.model_validate({"worker": "old", "queues": [QUEUE], "profiles": ["tiny-xl"]})
+    assert (old.holding, old.paused) == ("", "")
+    held = WorkerBeat(worker="gpu-a", queues=(QUEUE,), profiles=("tiny-xl",), holding="waiting for job j_1")
+    assert WorkerBeat.model_validate(json.loads(held.model_dump_json())).holding == "waiting for job j_1"

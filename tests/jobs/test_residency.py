@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from jobs.acceleration import FastPath
 from jobs.fleet import Residency, WorkerBeat, live_workers
-from jobs.pipelines import Device, PipelineCache, txt2img
+from jobs.pipelines import HOST_SHARE, Device, PipelineCache, host_memory_gb, txt2img
 from jobs.spec import Recipe
 from jobs.tiny import ensure_tiny_pipeline
 from jobs.worker import _heartbeat
@@ -200,3 +200,54 @@ async def test_the_heartbeat_carries_residency(models_dir: Path, redis_url: str)
 def test_an_older_beat_without_residency_still_reads() -> None:
     beat = WorkerBeat.model_validate({"worker": "old", "queues": ["q"], "profiles": ["p"]})
     assert beat.residency == Residency()
+
+
+def test_host_memory_is_bounded_by_the_cgroup_limit(models_dir: Path, tmp_path: Path) -> None:
+    # A container limited to 2 GB on a host with more RAM: the budget follows the limit, not the RAM.
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text(f"{2 * 2**30}\n")
+    assert host_memory_gb(v2) == pytest.approx(2.0)
+    pipelines = PipelineCache(models_dir, CPU, 0.15, host_device="cpu", cgroup_root=v2)
+    assert pipelines.host_budget_gb == pytest.approx(2.0 * HOST_SHARE)
+    # Room is kept to load the largest pipeline it knows of through host memory.
+    pipelines.expect(1.5)
+    assert pipelines.host_budget_gb == pytest.approx(0.5)
+    pipelines.expect(3.0)
+    assert pipelines.host_budget_gb == 0.0
+    # A configured budget is the operator's.
+    configured = PipelineCache(models_dir, CPU, 0.15, host_budget_gb=0.3, host_device="cpu", cgroup_root=v2)
+    configured.expect(3.0)
+    assert configured.host_budget_gb == 0.3
+
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(f"{2**30}\n")
+    assert host_memory_gb(v1) == pytest.approx(1.0)
+    # No limit: "max" in cgroup v2, a huge number in v1, or no cgroup files at all.
+    (v2 / "memory.max").write_text("max\n")
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    ram = host_memory_gb(tmp_path / "none")
+    assert ram > 1.0 and host_memory_gb(v2) == ram and host_memory_gb(v1) == ram
+
+
+def _fused_bytes(pipeline: Any) -> int:
+    return sum(
+        p.numel() * p.element_size()
+        for model in (pipeline.unet, pipeline.vae)
+        for module in model.modules()
+        for name in ("to_qkv", "to_kv")
+        if hasattr(module, name)
+        for p in getattr(module, name).parameters()
+    )
+
+
+def test_fused_qkv_copies_count_in_the_memory_budget(models_dir: Path) -> None:
+    fused = FastPath(
+        channels_last=False, fuse_qkv=True, compile=False, vae_tile_above_px=0, vae_slice_above_px=0
+    )
+    pipelines = PipelineCache(models_dir, CPU, 1.0, fast_path=fused)
+    pipeline, _ = pipelines.get(XL, "sdxl", 0.1)
+    added = _fused_bytes(pipeline)
+    assert added > 0
+    assert pipelines.used_gb == pytest.approx(0.1 + added / 2**30, rel=1e-9)

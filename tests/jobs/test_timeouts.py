@@ -74,10 +74,7 @@ def test_the_limit_grows_with_pixels_steps_and_batch_up_to_the_ceiling() -> None
 
 
 def test_heavier_families_get_longer_limits() -> None:
-    limits = {
-        family: job_limit_s(spec(family=family), MID_GPU)
-        for family in ("sd15", "sdxl", "sd3", "flux")
-    }
+    limits = {family: job_limit_s(spec(family=family), MID_GPU) for family in ("sd15", "sdxl", "sd3", "flux")}
     assert limits["sd15"] < limits["sdxl"] < limits["sd3"] < limits["flux"] < 900.0
     unknown = job_limit_s(spec(family="something-new"), MID_GPU)
     assert unknown >= limits["flux"]

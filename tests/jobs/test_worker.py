@@ -227,9 +227,7 @@ class TwoRuns(JobRunner):
 
 
 async def wait_for(event: threading.Event) -> None:
-    async with asyncio.timeout(30):
-        while not event.is_set():
-            await asyncio.sleep(0.01)
+    assert await asyncio.to_thread(event.wait, 30)
 
 
 async def test_a_stop_of_one_run_never_reaches_the_retry_of_the_same_job(

@@ -187,7 +187,8 @@ async def test_a_worker_whose_device_a_cancelled_job_holds_still_serves_its_prof
 
             held = await holding_beat(queue)
             assert held.worker == "gpu-a" and held.paused == ""
-            assert held.holding == f"waiting for job {cancelled.job_id} to let go of the device (cancelled by u1)"
+            why = f"waiting for job {cancelled.job_id} to let go of the device (cancelled by u1)"
+            assert held.holding == why
             assert await queue.live_profiles() == frozenset({"tiny-xl"})
             status = await queue_status(queue.redis, QUEUE, "tiny-xl")
             assert (status.workers, status.waiting) == (1, 2)
