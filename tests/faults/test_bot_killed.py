@@ -16,7 +16,7 @@ from tests.bot.test_cli import LIKENESS, environment, likeness
 from tests.conftest import RedisServer
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_resume_after_the_bot_is_killed_and_redis_restarts_empty(
     shared_data_dir: Path, tmp_path: Path, redis_server: RedisServer, redis_url: str
 ) -> None:
@@ -53,9 +53,9 @@ def test_resume_after_the_bot_is_killed_and_redis_restarts_empty(
         "ZCARD", "likeness:profile:tiny-xl"
     ):
         time.sleep(0.2)  # wait until the Courier has put the job back
-    worker = likeness("worker", "--burst", "--profiles", "tiny-xl", env=env)
+    worker = likeness("worker", "--burst", "--profiles", "tiny-xl", env=env, timeout=400)
     assert worker.returncode == 0, worker.stderr
-    out, err = resumed.communicate(timeout=120)
+    out, err = resumed.communicate(timeout=240)
     assert resumed.returncode == 0, err
     assert "delivered" in out
     (found,) = (tmp_path / "found").glob("g_*_1.png")

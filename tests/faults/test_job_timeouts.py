@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -86,7 +85,7 @@ def start_worker(
         )
 
 
-async def until_live(queue: ArqQueue, *names: str, timeout: float = 60) -> None:
+async def until_live(queue: ArqQueue, *names: str, timeout: float = 180) -> None:
     """Wait until each named worker has sent its heartbeat (it has loaded its profiles)."""
     async with asyncio.timeout(timeout):
         while True:
@@ -107,7 +106,7 @@ async def studio_on(redis_url: str, tmp_path: Path, catalog: Catalog) -> AsyncIt
         await queue.close()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(360)
 async def test_a_job_past_its_limit_is_tried_again_on_another_worker_and_delivered_once(
     data_dir: Path, redis_url: str, tmp_path: Path, tiny_catalog: Catalog
 ) -> None:
@@ -131,7 +130,7 @@ async def test_a_job_past_its_limit_is_tried_again_on_another_worker_and_deliver
                             break
             finally:
                 patient.send_signal(signal.SIGCONT)
-            async with asyncio.timeout(90):
+            async with asyncio.timeout(240):  # generous: two worker processes share a small CI machine
                 events += [event async for event in submission.handle.events()]
                 finished = await finishing
 
@@ -148,7 +147,7 @@ async def test_a_job_past_its_limit_is_tried_again_on_another_worker_and_deliver
         assert await studio.queue.redis.zcard(submission.queue) == 0
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(360)
 async def test_a_job_past_its_limit_twice_fails_with_the_reason_in_the_ledger(
     data_dir: Path, redis_url: str, tmp_path: Path, tiny_catalog: Catalog
 ) -> None:
@@ -159,10 +158,8 @@ async def test_a_job_past_its_limit_twice_fails_with_the_reason_in_the_ledger(
                 started.append(start_worker(name, data_dir, redis_url, tmp_path, **IMPATIENT))
             await until_live(studio.queue, "gpu-a", "gpu-b")
             submission = await studio.portrait(ORIGIN, "a portrait --n 1 --steps 50")
-            began = time.monotonic()
             with pytest.raises(JobFailed) as failed:
                 await studio.finish(submission)
-            took = time.monotonic() - began
             events = [event async for event in submission.handle.events()]
 
         reason = (
@@ -174,5 +171,6 @@ async def test_a_job_past_its_limit_twice_fails_with_the_reason_in_the_ledger(
         assert record is not None and (record.status, record.error) == ("failed", reason)
         assert len([e for e in events if e.state == "queued" and e.message]) == 1
         assert [e.state for e in events if e.state in ("finished", "failed")] == ["failed"]
-        # Each try was stopped at its limit, not run to its end: 50 steps take several seconds a try.
-        assert took < 30, took
+        # Each try was stopped at its limit, not run to its end: neither reached its 50th step.
+        steps = [event.step for event in events if event.state == "step"]
+        assert steps and max(steps) < 50, steps

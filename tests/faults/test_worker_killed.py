@@ -7,10 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from arq.constants import in_progress_key_prefix
 
 from jobs.queue import ArqQueue
 from jobs.spec import ProgressEvent
@@ -35,7 +35,7 @@ def start_worker(name: str, data_dir: Path, redis_url: str) -> subprocess.Popen[
     )
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 async def test_the_job_of_a_killed_worker_runs_on_another(shared_data_dir: Path, redis_url: str) -> None:
     queue = await ArqQueue.connect(redis_url)
     spec = tiny_spec((1, 2, 3, 4), steps=40)  # long enough to be killed in the middle
@@ -44,22 +44,22 @@ async def test_the_job_of_a_killed_worker_runs_on_another(shared_data_dir: Path,
     try:
         handle = await queue.submit(spec, "likeness:profile:tiny-xl")
         events: list[ProgressEvent] = []
-        async with asyncio.timeout(150):
+        async with asyncio.timeout(240):
             async for event in handle.events():
                 events.append(event)
                 if event.state == "step" and event.step >= 2:
                     break
         first.send_signal(signal.SIGKILL)  # mid-job, no chance to clean up
         first.wait()
-        killed_at = time.monotonic()
+        # The dead worker's lock on the job lapses within LOCK_S of its last renewal, not after arq's
+        # default of the longest job timeout plus 10 s (-2: already gone).
+        left_ms = await queue.redis.pttl(in_progress_key_prefix + spec.job_id)
+        assert left_ms == -2 or 0 < left_ms <= LOCK_S * 1000, left_ms
         second = start_worker("gpu-b", shared_data_dir, redis_url)
-        result = await handle.result(timeout=150)
-        taken_over_in = time.monotonic() - killed_at
+        result = await handle.result(timeout=240)
         assert result.ok, result.error
         assert result.worker == "gpu-b"
         assert len(result.images) == 4
-        # The lock lapses LOCK_S after the last renewal; the rest is gpu-b starting and running the job.
-        assert taken_over_in < 120, taken_over_in
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:
