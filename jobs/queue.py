@@ -25,8 +25,12 @@ log = logging.getLogger(__name__)
 ARQ_FUNCTION = "run_job"
 # One atomic step: a job with a result has ended; one a worker holds (its in-progress lock) gets a cancel
 # mark that the worker reads between steps; one still waiting is taken off the queue.
+# A job taken off the queue gets its (failed) result in the same step, and its in-progress key is touched
+# for a moment: a worker that read the job's place in the queue just before (arq WATCHes that key from
+# its read to its claim) then fails its claim, instead of running a job whose data is gone and storing
+# "job expired" over the cancel.
 # KEYS: its result, its in-progress lock, its queue, its data, its cancel mark; ARGV: its id, the reason,
-# the mark's lifetime in seconds.
+# the mark's and the result's lifetime in seconds, the packed result, how long the touch lasts (ms).
 _CANCEL_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'finished' end
 if redis.call('EXISTS', KEYS[2]) == 1 then
@@ -35,10 +39,13 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
 end
 if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 then
   redis.call('DEL', KEYS[4])
+  redis.call('SET', KEYS[1], ARGV[4], 'EX', tonumber(ARGV[3]))
+  redis.call('SET', KEYS[2], 'cancelled', 'PX', tonumber(ARGV[5]))
   return 'removed'
 end
 return 'unknown'
 """
+CLAIM_FENCE_MS = 2000  # how long a cancelled job's in-progress key stays touched
 CANCEL_KEY = "likeness:cancel:"  # a running job's cancel mark: the reason, read by its worker
 # Less than arq's expires_extra_ms (a day): arq keeps a job until its score plus that margin.
 FAST_LANE_MS = 3600 * 1000
@@ -404,6 +411,8 @@ class ArqQueue:
         the end event wakes whoever waits."""
         from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 
+        failed = JobResult(job_id=job_id, generation_id="", ok=False, error=reason)
+        record = {"s": True, "r": failed.model_dump(), "t": 1, "f": ARQ_FUNCTION, "a": [], "k": {}}
         outcome = await self.redis.eval(
             _CANCEL_SCRIPT,
             5,
@@ -415,13 +424,12 @@ class ArqQueue:
             job_id,
             reason,
             EVENTS_TTL_S,
+            pack(record),
+            CLAIM_FENCE_MS,
         )
         said = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
         if said != "removed":
             return cast(CancelOutcome, said)
-        failed = JobResult(job_id=job_id, generation_id="", ok=False, error=reason)
-        record = {"s": True, "r": failed.model_dump(), "t": 1, "f": ARQ_FUNCTION, "a": [], "k": {}}
-        await self.redis.set(result_key_prefix + job_id, pack(record), ex=24 * 3600)
         await publish_event(self.redis, ProgressEvent(job_id=job_id, state="failed", message=reason))
         return "removed"
 

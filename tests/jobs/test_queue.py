@@ -233,3 +233,29 @@ async def test_the_start_of_a_job_is_told_once_before_its_result(
     # A job that has ended already is not started again: the hook is not called.
     assert (await handle.result(timeout=10, on_start=started)).ok
     assert told == ["started"]
+
+
+async def test_a_worker_claiming_a_job_as_it_is_cancelled_fails_its_claim(redis_url: str) -> None:
+    """A worker reads a waiting job's place in the queue, then the job is cancelled, then the worker claims
+    it the way arq does (WATCH on its in-progress key, then MULTI/EXEC): the claim fails, and the job's
+    result stays the cancel, not arq's "job expired"."""
+    from arq.constants import in_progress_key_prefix
+    from redis.exceptions import WatchError
+
+    queue = await ArqQueue.connect(redis_url)
+    try:
+        handle = await queue.submit(make_spec(prompt="never run"), QUEUE)
+        job_id = handle.job_id
+        in_progress = in_progress_key_prefix + job_id
+        async with queue.redis.pipeline(transaction=True) as claim:
+            await claim.watch(in_progress)
+            assert not await claim.exists(in_progress) and await claim.zscore(QUEUE, job_id)
+            assert await queue.cancel(job_id, QUEUE, "cancelled by u1") == "removed"
+            claim.multi()
+            claim.psetex(in_progress, 60_000, b"1")
+            with pytest.raises(WatchError):
+                await claim.execute()
+        result = await handle.result(timeout=10)
+        assert (result.ok, result.error) == (False, "cancelled by u1")
+    finally:
+        await queue.close()
