@@ -288,7 +288,10 @@ class JobRunner:
         self._check_stop(run)
         pipeline = None
         if recipe.family != "lanczos":
-            pipeline, timings["load"] = self._pipeline(spec, recipe, progress)
+            restores = self.cache.restores
+            pipeline, took = self._pipeline(spec, recipe, progress)
+            # Bringing a parked pipeline back is not a load: placement's load times stay those of loads.
+            timings["restore" if self.cache.restores > restores else "load"] = took
         run.ready()  # loaded (and compiled, and warmed up): the job's own time starts
         self._check_stop(run)
         source = _decode_image(spec.source().data) if spec.kind in FROM_IMAGE_KINDS else None

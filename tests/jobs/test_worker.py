@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from jobs.media import read_parameters, read_recipe
+from jobs.pipelines import PipelineCache
 from jobs.queue import ArqQueue
 from jobs.settings import WorkerSettings
 from jobs.spec import Adapter, InputImage, JobResult, JobSpec, ProgressEvent, Recipe
@@ -266,3 +267,26 @@ async def test_a_cancel_during_the_last_step_is_honoured_before_encoding(
     await asyncio.sleep(0)
     assert not result.ok and result.error == "cancelled by u1"
     assert "encoding" not in [event.state for event in events]
+
+
+async def test_a_parked_pipeline_brought_back_is_timed_as_a_restore_not_a_load(
+    shared_data_dir: Path, tiny_catalog: Catalog
+) -> None:
+    """Placement reads load times to price a switch of profiles: a restore from host memory must not
+    pass for one."""
+    runner = JobRunner(WorkerSettings(data_dir=shared_data_dir, device="cpu"), tiny_catalog)
+    # Room on the "device" for one tiny pipeline (0.1 GB), and in host memory for another.
+    runner.cache = PipelineCache(
+        shared_data_dir / "models", runner.device, 0.15, host_budget_gb=0.15, host_device="cpu"
+    )
+
+    async def timings(profile: str) -> dict[str, float]:
+        spec = tiny_spec((1,), profile=profile, steps=1, width=64, height=64)
+        result = await runner.run(spec, lambda event: None)
+        assert result.ok, result.error
+        return result.timings
+
+    assert (await timings("tiny-xl"))["load"] > 0
+    assert (await timings("tiny-sd15"))["load"] > 0  # tiny-xl is parked to make room
+    back = await timings("tiny-xl")
+    assert back["load"] == 0 and back["restore"] > 0
