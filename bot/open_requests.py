@@ -7,6 +7,8 @@ worker at the next step.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from bot.character_desk import Actor
 from bot.ledger import Generation
 from bot.studio import Studio
@@ -67,3 +69,22 @@ def ago(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+@dataclass(frozen=True)
+class QueueAnswer:
+    """What /queue says, and the generations it offers a Cancel button for (a waiting one is taken off the
+    queue, a running one stopped at its next step)."""
+
+    text: str
+    cancellable: list[str]
+
+
+async def queue_answer(studio: Studio, actor: Actor, now: float, place: str) -> QueueAnswer:
+    """/queue's answer for this member in this server (`place`: "server", "workspace")."""
+    requests = await open_requests(studio, actor, now)
+    if not requests:
+        return QueueAnswer(f"Nothing of yours is waiting or running in this {place}.", [])
+    lines = [line for _, line in requests]
+    cancellable = [generation.id for generation, _ in requests if generation.status in WAITING]
+    return QueueAnswer(f"Your {len(lines)} open request(s):\n" + "\n".join(lines), cancellable)

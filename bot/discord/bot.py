@@ -72,6 +72,7 @@ from bot.discord.views import (
     variations_on,
 )
 from bot.errors import BadFlag, UserError
+from bot.handlers import HandlerTasks
 from bot.ledger import Generation
 from bot.progress import finish_showing_progress
 from bot.studio import Finished, Origin, Studio, Submission
@@ -238,7 +239,7 @@ class LikenessBot(discord.Client):
         self.courier_backoff_s = courier_backoff_s
         self.resumed: asyncio.Future[list[Outcome]] | None = None  # what the start's Courier did
         self.tree: app_commands.CommandTree[LikenessBot] = app_commands.CommandTree(self)
-        self._working: set[asyncio.Task[Any]] = set()  # the handlers running now
+        self.handlers = HandlerTasks()  # the handlers running now
         # A few submissions at a time (each is several ledger transactions): under a burst the event loop
         # stays free to acknowledge the next interactions within Discord's 3 s. (The Studio takes one
         # member's submissions in turn, so their limits hold.)
@@ -267,18 +268,11 @@ class LikenessBot(discord.Client):
 
     async def close(self) -> None:
         """Stop the handlers still at work (their generations stay in the ledger), then disconnect."""
-        working = [task for task in self._working if task is not asyncio.current_task()]
-        for task in working:
-            task.cancel()
-        if working:
-            await asyncio.wait(working)
+        await self.handlers.stop()
         await super().close()
 
     async def _resume(self, generations: list[Generation]) -> list[Outcome]:
-        task = asyncio.current_task()
-        if task is not None:
-            self._working.add(task)
-        try:
+        with self.handlers.track():
             courier = Courier(
                 self.studio,
                 self.post_result,
@@ -290,8 +284,6 @@ class LikenessBot(discord.Client):
             for outcome in outcomes:
                 log.info("resumed %s: %s %s", outcome.generation_id, outcome.state, outcome.detail)
             return outcomes
-        finally:
-            self._working.discard(task)
 
     async def post_result(self, generation: Generation, finished: Finished) -> None:
         """A result whose interaction is gone (a restart): a message in the generation's channel that
@@ -370,19 +362,15 @@ class LikenessBot(discord.Client):
     @asynccontextmanager
     async def guarded(self, exchange: Reply) -> AsyncIterator[None]:
         """The one place errors meet users: a UserError's own words; anything else, an apology with an id."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._working.add(task)
-        try:
-            yield
-        except UserError as exc:
-            await self._tell(exchange, str(exc))
-        except Exception:
-            error_id = new_id("e")
-            log.exception("%s failed (error id %s)", exchange.label, error_id)
-            await self._tell(exchange, APOLOGY.format(error_id=error_id))
-        finally:
-            self._working.discard(task)
+        with self.handlers.track():
+            try:
+                yield
+            except UserError as exc:
+                await self._tell(exchange, str(exc))
+            except Exception:
+                error_id = new_id("e")
+                log.exception("%s failed (error id %s)", exchange.label, error_id)
+                await self._tell(exchange, APOLOGY.format(error_id=error_id))
 
     async def _tell(self, exchange: Reply, text: str) -> None:
         try:
@@ -478,10 +466,7 @@ class LikenessBot(discord.Client):
     ) -> None:
         """A character from variation `index` of the generation, named in the form; answered privately.
         Everything is checked again: the custom id comes from the user's side."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._working.add(task)
-        try:
+        with self.handlers.track():
             async with answering(interaction) as answer:
                 path = await self._savable(interaction, generation_id, index)
                 photo = await asyncio.to_thread(variation_photo, path)
@@ -495,23 +480,16 @@ class LikenessBot(discord.Client):
                     f"Saved as @{discord.utils.escape_markdown(character.name)}; use it with "
                     f"`/portrait @{character.name} …`."
                 )
-        finally:
-            self._working.discard(task)
 
     async def on_cancel(self, interaction: discord.Interaction[Any], generation_id: str) -> None:
         """Cancel under /queue: a waiting request is taken off the queue, a running one stopped at its next
         step; answered privately with what happened. The Studio checks the server, the requester (or Manage
         Server) and the state."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._working.add(task)
-        try:
+        with self.handlers.track():
             async with answering(interaction) as answer:
                 origin = origin_of(interaction)
                 manager = interaction.permissions.manage_guild
                 await answer.send(await self.studio.cancel(origin, generation_id, is_manager=manager))
-        finally:
-            self._working.discard(task)
 
     async def _savable(self, interaction: discord.Interaction[Any], generation_id: str, index: int) -> Path:
         """The file of the variation to save, once the member may create characters here and the generation

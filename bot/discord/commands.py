@@ -25,7 +25,7 @@ from bot.data_rights import forget_user
 from bot.discord.replies import APOLOGY, MISSING, fit
 from bot.discord.views import cancel_view
 from bot.errors import NotAManager, UserError
-from bot.open_requests import WAITING, open_requests
+from bot.open_requests import queue_answer
 from bot.server_settings import (
     SETTING_NAMES,
     BadSetting,
@@ -405,18 +405,8 @@ async def settings_command(
 @app_commands.guild_only()
 async def queue_command(interaction: discord.Interaction[Any]) -> None:
     async with answering(interaction) as answer:
-        actor = actor_of(interaction)
-        requests = await open_requests(host_of(interaction).studio, actor, time.time())
-        if not requests:
-            await answer.send("Nothing of yours is waiting or running in this server.")
-            return
-        lines = [line for _, line in requests]
-        # A Cancel button for each open request: a waiting one is taken off the queue, a running one
-        # stopped at its next step.
-        waiting = [generation.id for generation, _ in requests if generation.status in WAITING]
-        await answer.send(
-            f"Your {len(lines)} open request(s):\n" + "\n".join(lines), view=cancel_view(waiting)
-        )
+        said = await queue_answer(host_of(interaction).studio, actor_of(interaction), time.time(), "server")
+        await answer.send(said.text, view=cancel_view(said.cancellable))
 
 
 # --- /route ----------------------------------------------------------------------------------------------

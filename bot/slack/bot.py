@@ -16,7 +16,6 @@ a request (what a restart cut short) finds its workspace's token the same way, b
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import re
@@ -40,6 +39,7 @@ from bot.character_commands import character_text
 from bot.commands import parse_portrait
 from bot.courier import Courier, Outcome, PostFailed
 from bot.errors import GenerationRefused, UserError
+from bot.handlers import HandlerTasks
 from bot.ledger import Generation
 from bot.progress import finish_showing_progress
 from bot.slack.blocks import (
@@ -181,7 +181,7 @@ class SlackBot:
         self.characters = SlackCharacters(studio, self.members, files, self.guarded)
         self.characters.register(self.app)
         SlackWorkspace(studio, self.members, self.guarded).register(self.app)
-        self._working: set[asyncio.Task[Any]] = set()  # the handlers running now
+        self.handlers = HandlerTasks()  # the handlers running now
 
     def web_app(self, path: str = EVENTS_PATH, *, events: bool = True) -> web.Application:
         """The HTTP endpoint Slack posts commands, clicks and events to (Request URL in the manifest),
@@ -216,31 +216,23 @@ class SlackBot:
 
     async def close(self) -> None:
         """Stop the handlers still at work (their generations stay in the ledger)."""
-        working = [task for task in self._working if task is not asyncio.current_task()]
-        for task in working:
-            task.cancel()
-        if working:
-            await asyncio.wait(working)
+        await self.handlers.stop()
 
     @asynccontextmanager
     async def guarded(self, reply: Reply) -> AsyncIterator[None]:
         """The one place errors meet users: a UserError's own words; anything else, an apology with an id.
         Both are ephemeral: only the requester sees them."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._working.add(task)
-        try:
-            yield
-        except UserError as exc:
-            await reply.done()  # a status message would otherwise stay at its last words
-            await reply.tell(str(exc))
-        except Exception:
-            error_id = new_id("e")
-            log.exception("request of %s in %s failed (error id %s)", reply.user, reply.channel, error_id)
-            await reply.done()
-            await reply.tell(APOLOGY.format(error_id=error_id))
-        finally:
-            self._working.discard(task)
+        with self.handlers.track():
+            try:
+                yield
+            except UserError as exc:
+                await reply.done()  # a status message would otherwise stay at its last words
+                await reply.tell(str(exc))
+            except Exception:
+                error_id = new_id("e")
+                log.exception("request of %s in %s failed (error id %s)", reply.user, reply.channel, error_id)
+                await reply.done()
+                await reply.tell(APOLOGY.format(error_id=error_id))
 
     # --- workspaces coming and going ---------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.character_desk import Actor
 from bot.data_rights import forget_user
 from bot.errors import NotAManager, UserError
-from bot.open_requests import WAITING, open_requests
+from bot.open_requests import queue_answer
 from bot.server_settings import SETTING_NAMES, BadSetting, setting_value, settings_text
 from bot.slack.blocks import CANCEL_ID, FORGET_ME_ID, cancel_blocks, forget_me_blocks
 from bot.slack.members import PLATFORM, Members
@@ -57,17 +57,8 @@ class SlackWorkspace:
         async with self.guarded(reply):
             await reply.ack()
             actor = Actor(platform=PLATFORM, server_id=str(command["team_id"]), user_id=reply.user)
-            requests = await open_requests(self.studio, actor, time.time())
-            if not requests:
-                await reply.tell("Nothing of yours is waiting or running in this workspace.")
-                return
-            lines = [line for _, line in requests]
-            # A Cancel button for each open request: a waiting one is taken off the queue, a running one
-            # stopped at its next step.
-            waiting = [generation.id for generation, _ in requests if generation.status in WAITING]
-            await reply.tell(
-                f"Your {len(lines)} open request(s):\n" + "\n".join(lines), cancel_blocks(waiting)
-            )
+            said = await queue_answer(self.studio, actor, time.time(), "workspace")
+            await reply.tell(said.text, cancel_blocks(said.cancellable))
 
     async def on_cancel(
         self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
