@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +113,8 @@ def accelerate(
     family: str,
     fast: FastPath,
     warm_up_sizes: Iterable[tuple[int, int, int]] | None = None,
+    *,
+    attach: Callable[[Any], Step] | None = None,
 ) -> Report:
     """Apply `fast` to a pipeline already on its device; the report lists every switch.
 
@@ -120,6 +122,11 @@ def accelerate(
     the warm-up knows. `warm_up_sizes` are (width, height, images) calls run after compiling; by default
     the pipeline's native size alone and then a 2:3 portrait of two, so the compiled blocks have seen
     two shapes (torch then compiles them shape-generic) before the first user arrives.
+
+    `attach` loads an identity adapter into the pipeline (jobs/worker.py): after the fusing, which would
+    replace the adapter's attention processors, and before compiling, so the blocks are compiled and
+    warmed up with the adapter in place (with one and with two faces) and the first identity job pays
+    for no compile. The fused copies the adapter's processors do not use are freed again.
     """
     started = time.perf_counter()
     report = Report(steps=[ensure_sdpa(pipeline)])
@@ -130,6 +137,11 @@ def accelerate(
             report.steps.append(use_channels_last(pipeline))
         if fast.fuse_qkv:
             report.steps.append(fuse_qkv(pipeline))
+        if attach is not None:
+            attached = attach(pipeline)
+            report.steps.append(attached)
+            if attached.on and fast.fuse_qkv:
+                report.steps = [_without_unused_fusions(pipeline, step) for step in report.steps]
         if fast.vae_tile_above_px or fast.vae_slice_above_px:
             report.steps.append(
                 set_vae_limits(pipeline, VaeLimits(fast.vae_tile_above_px, fast.vae_slice_above_px))
@@ -204,6 +216,37 @@ def fuse_qkv(pipeline: Any) -> Step:
         True,
         f"UNet{' and VAE' if with_vae else ''}, +{added / 1e6:.1f}M parameters",
         added_bytes=_parameter_bytes(pipeline) - before_bytes,
+    )
+
+
+def _without_unused_fusions(pipeline: Any, step: Step) -> Step:
+    """`step` again, less the fused copies no processor uses any more (freed here): after an identity
+    adapter is loaded, its processors project key and value of cross-attention separately."""
+    if step.name != "fused_qkv" or not step.on:
+        return step
+    from diffusers.models.attention_processor import Attention
+
+    freed = 0
+    for model in (getattr(pipeline, "unet", None), getattr(pipeline, "vae", None)):
+        if not isinstance(model, torch.nn.Module):
+            continue
+        for module in model.modules():
+            if not isinstance(module, Attention) or "Fused" in type(module.processor).__name__:
+                continue
+            for name in ("to_qkv", "to_kv"):
+                fused = getattr(module, name, None)
+                if isinstance(fused, torch.nn.Module):
+                    freed += sum(p.numel() * p.element_size() for p in fused.parameters())
+                    delattr(module, name)
+            module.fused_projections = False
+    if not freed:
+        return step
+    return Step(
+        step.name,
+        True,
+        f"{step.detail}, {freed / 2**20:.1f} MiB of it freed again (the identity adapter's "
+        "cross-attention projects separately)",
+        added_bytes=step.added_bytes - freed,
     )
 
 
@@ -358,11 +401,26 @@ def default_warm_up_sizes(pipeline: Any) -> list[tuple[int, int, int]]:
 
 
 def warm_up(pipeline: Any, sizes: Iterable[tuple[int, int, int]]) -> Step:
-    """Run a short generation per size (latents only, no decode) so compiling happens now."""
+    """Run a short generation per size (latents only, no decode) so compiling happens now.
+
+    With an identity adapter loaded, every size is run with one face's zero embeddings, then the last
+    size again with two faces: torch specialises a dimension of size 1, so one face (which jobs without
+    faces use too) and several faces are separate graphs, each made shape-generic here. The strength is
+    a tensor (jobs/adapter_strength.py), so no strength compiles again either.
+    """
+    from jobs.identity import has_ip_adapter, zero_identity_kwargs
+
+    calls = [(width, height, images, 1) for width, height, images in sizes]
+    identity = has_ip_adapter(pipeline)
+    if identity and calls:
+        calls.append((*calls[-1][:3], 2))
     started = time.perf_counter()
     done = []
     try:
-        for width, height, images in sizes:
+        for width, height, images, faces in calls:
+            extra: dict[str, Any] = {}
+            if identity:
+                extra = zero_identity_kwargs(pipeline, references=faces, strength=0.5)
             with torch.inference_mode():
                 pipeline(
                     prompt=WARM_UP_PROMPT,
@@ -372,8 +430,10 @@ def warm_up(pipeline: Any, sizes: Iterable[tuple[int, int, int]]) -> Step:
                     num_images_per_prompt=images,
                     generator=torch.Generator(device="cpu").manual_seed(0),
                     output_type="latent",
+                    **extra,
                 )
-            done.append(f"{images}×{width}×{height}")
+            with_faces = f" ({faces} face{'s' if faces > 1 else ''})" if identity else ""
+            done.append(f"{images}×{width}×{height}{with_faces}")
     except Exception as exc:  # a compiler error must not take the worker down; eager still works
         log.warning("warm-up of the compiled pipeline failed; running it uncompiled", exc_info=True)
         return Step("warm_up", False, f"{type(exc).__name__}: {str(exc)[:200]}")

@@ -13,10 +13,12 @@ folder layout of the real repository, so the real loader runs end to end with no
 
 Mixed jobs on one resident pipeline. Once an adapter is loaded, the UNet *requires* image embeddings on
 every call (diffusers raises without them). A job without characters therefore passes
-`no_identity_kwargs`: zero image embeddings and adapter scale 0. At scale 0 diffusers' IP-Adapter
-attention processor skips its image branch entirely, and its text branch is the same arithmetic as the
-plain `AttnProcessor2_0`, so such a job gives the same pixels, bit for bit, as the same job on a pipeline
-that never loaded an adapter (the tests check this).
+`no_identity_kwargs`: zero image embeddings at strength 0. The strength is held in tensors on the value
+projections of the image branch (jobs/adapter_strength.py), not in the processors' Python floats, so a
+compiled UNet serves every strength and both kinds of job with one graph. At strength 0 the image branch
+adds exact zeros and its text branch is the same arithmetic as the plain `AttnProcessor2_0`, so such a
+job gives the same pixels, bit for bit, as the same job on a pipeline that never loaded an adapter (the
+tests check this).
 
 torch, diffusers and transformers are imported inside the functions that need them: importing this
 module is cheap.
@@ -53,6 +55,7 @@ __all__ = [
     "no_identity_kwargs",
     "plus_projection_to_original_layout",
     "tiny_adapter_source",
+    "zero_identity_kwargs",
 ]
 
 # The real repository's layout, which the tiny adapter copies: the weights in `sdxl_models/`, the image
@@ -190,6 +193,9 @@ def attach_ip_adapter(pipeline: Any, source: AdapterSource) -> None:
                     " or point the profile at a local folder"
                 )
             raise AdapterWeightsMissing(f"{what}; {how}") from exc
+        from jobs.adapter_strength import hold_strength_in_tensors
+
+        hold_strength_in_tensors(pipeline.unet)
         _attached[pipeline] = source
 
 
@@ -198,8 +204,8 @@ def identity_kwargs(
 ) -> dict[str, Any]:
     """The extra pipeline-call kwargs that condition a job on reference faces.
 
-    Sets the adapter scale on the pipeline (it is state of the UNet's attention processors, so it must
-    be set for every job) and returns `{"ip_adapter_image": [faces]}`: one entry for the one loaded
+    Sets the adapter's strength on the pipeline (it is state of the UNet, so it must be set for every
+    job) and returns `{"ip_adapter_image": [faces]}`: one entry for the one loaded
     adapter, holding all the faces. Several faces are *several images for a single adapter*: diffusers
     encodes each, projects each to its own tokens, and concatenates the tokens, so every cross-attention
     layer attends over all faces at once (a soft blend weighted by attention, not an average of
@@ -214,7 +220,7 @@ def identity_kwargs(
         raise ValueError(f"the IP-Adapter scale must be a finite number >= 0, not {scale}")
     _check_batch(batch)
     _require_single_adapter(pipeline)
-    pipeline.set_ip_adapter_scale(float(scale))
+    _set_strength(pipeline, scale)
     # RGB copies: the caller's images are never touched, and grayscale references work.
     images = [face.convert("RGB") for face in faces]
     return {"ip_adapter_image": [images]}
@@ -224,19 +230,35 @@ def no_identity_kwargs(pipeline: Any, batch: int) -> dict[str, Any]:
     """The extra kwargs for a job WITHOUT reference faces; `{}` on a pipeline with no adapter.
 
     With an adapter loaded the UNet refuses to run without image embeddings, so this passes zero
-    embeddings and sets the scale to 0. At scale 0 the IP-Adapter processors skip the image branch (no
-    attention to the image tokens at all), so the pixels equal those of a pipeline that never loaded the
-    adapter. The zeros are the smallest input the projection accepts (one image, one token), laid out
-    as [negative, positive] for classifier-free guidance; without guidance the pipeline keeps both
-    halves, which is harmless since nothing reads them at scale 0. `batch` is only checked: the
-    pipeline repeats the embeddings per image itself.
+    embeddings at strength 0, which adds exact zeros to every cross-attention layer: the pixels equal
+    those of a pipeline that never loaded the adapter. `batch` is only checked: the pipeline repeats the
+    embeddings per image itself.
     """
     _check_batch(batch)
     if not has_ip_adapter(pipeline):
         return {}
+    return zero_identity_kwargs(pipeline, references=1, strength=0.0)
+
+
+def zero_identity_kwargs(pipeline: Any, *, references: int, strength: float) -> dict[str, Any]:
+    """Zero image embeddings for `references` reference images, at `strength`: the smallest input the
+    projection accepts per image (one token), laid out as [negative, positive] for classifier-free
+    guidance; without guidance the pipeline keeps both halves, which is harmless. The compile warm-up
+    uses them to run the identity path with one and with two faces before the first user does."""
+    if not 1 <= references <= MAX_REFERENCE_FACES:
+        raise ValueError(f"between 1 and {MAX_REFERENCE_FACES} reference images, not {references}")
     layers = _require_single_adapter(pipeline)
-    pipeline.set_ip_adapter_scale(0.0)
-    return {"ip_adapter_image_embeds": [_zero_embeds(layer) for layer in layers]}
+    _set_strength(pipeline, strength)
+    return {"ip_adapter_image_embeds": [_zero_embeds(layer, references) for layer in layers]}
+
+
+def _set_strength(pipeline: Any, strength: float) -> None:
+    from jobs.adapter_strength import holds_strength, set_strength
+
+    if holds_strength(pipeline.unet):
+        set_strength(pipeline.unet, strength)
+    else:  # an adapter loaded by someone else: diffusers' own scale (a recompile per value if compiled)
+        pipeline.set_ip_adapter_scale(float(strength))
 
 
 def _local_folder(repo: str) -> Path | None:
@@ -261,8 +283,9 @@ def _require_single_adapter(pipeline: Any) -> Any:
     return layers
 
 
-def _zero_embeds(layer: Any) -> Any:
-    """Zero image embeddings that `layer` (one adapter's image projection) accepts, CFG layout."""
+def _zero_embeds(layer: Any, references: int = 1) -> Any:
+    """Zero image embeddings of `references` images that `layer` (one adapter's image projection)
+    accepts, CFG layout."""
     import torch
     from diffusers.models.embeddings import (
         ImageProjection,
@@ -273,12 +296,12 @@ def _zero_embeds(layer: Any) -> Any:
     weight = next(layer.parameters())  # the embeddings must match the UNet's dtype and device
     if isinstance(layer, IPAdapterPlusImageProjection):
         # [negative+positive, images, tokens, features]: encoder hidden states, here one token.
-        shape: tuple[int, ...] = (2, 1, 1, layer.proj_in.in_features)
+        shape: tuple[int, ...] = (2, references, 1, layer.proj_in.in_features)
     elif isinstance(layer, IPAdapterFullImageProjection):
-        shape = (2, 1, 1, layer.ff.net[0].proj.in_features)
+        shape = (2, references, 1, layer.ff.net[0].proj.in_features)
     elif isinstance(layer, ImageProjection):
         # Plain IP-Adapter: one pooled image embedding per image.
-        shape = (2, 1, layer.image_embeds.in_features)
+        shape = (2, references, layer.image_embeds.in_features)
     else:
         raise NotImplementedError(f"no zero embeddings for {type(layer).__name__} (a FaceID adapter?)")
     return torch.zeros(shape, dtype=weight.dtype, device=weight.device)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from jobs.acceleration import FastPath, accelerate, fit_vae
+from jobs.acceleration import FastPath, Step, accelerate, fit_vae
 from jobs.fleet import Residency
 from jobs.settings import WorkerSettings
 from jobs.spec import Recipe
@@ -26,6 +26,8 @@ from router.catalog import TINY_PREFIX
 
 log = logging.getLogger(__name__)
 
+# Loads an identity adapter into a freshly loaded pipeline, saying what it did (jobs/worker.py makes one).
+Attach = Callable[[Any], Step]
 HOST_SHARE = 0.4  # of the host's RAM parks pipelines moved off the GPU, unless configured
 CGROUP_ROOT = Path("/sys/fs/cgroup")  # where a container's memory limit is read (cgroup v2, or v1 below)
 
@@ -224,16 +226,21 @@ class PipelineCache:
         self._loads_now = sum(self.loads.values())
         self._used_now = sum(r.memory_gb for r in self._resident.values())
 
-    def get(self, checkpoint: str, family: str, memory_gb: float) -> tuple[Any, float]:
+    def get(
+        self, checkpoint: str, family: str, memory_gb: float, *, attach: Attach | None = None
+    ) -> tuple[Any, float]:
         """The pipeline of `checkpoint` on the device, and the seconds spent making it ready (0 when warm):
-        loading it, or bringing it back from host memory."""
+        loading it, or bringing it back from host memory. `attach` runs once, when the pipeline is loaded
+        (before it is compiled and warmed up: see `accelerate`)."""
         with self._lock:
             try:
-                return self._get(checkpoint, family, memory_gb)
+                return self._get(checkpoint, family, memory_gb, attach)
             finally:
                 self._changed()
 
-    def _get(self, checkpoint: str, family: str, memory_gb: float) -> tuple[Any, float]:
+    def _get(
+        self, checkpoint: str, family: str, memory_gb: float, attach: Attach | None = None
+    ) -> tuple[Any, float]:
         self._largest_gb = max(self._largest_gb, memory_gb)
         if checkpoint in self._resident:
             self._resident.move_to_end(checkpoint)
@@ -259,7 +266,7 @@ class PipelineCache:
         pipeline = self._load(checkpoint, family)
         report = None
         if family != "esrgan":
-            report = accelerate(pipeline, family, self.fast_path)
+            report = accelerate(pipeline, family, self.fast_path, attach=attach)
         took = time.perf_counter() - started
         # The fast path may add weights (fused QKV projections beside the separate ones): counted.
         memory_gb += (report.added_bytes if report else 0) / 2**30

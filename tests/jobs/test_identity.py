@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from skimage import data
 from transformers import CLIPVisionModelWithProjection
 
+from jobs.adapter_strength import holds_strength
 from jobs.identity import (
     MAX_REFERENCE_FACES,
     PLUS_FACE_SDXL,
@@ -263,10 +264,41 @@ def test_same_seed_and_reference_give_the_same_pixels(adapted: Any) -> None:
 
 
 def test_scale_zero_with_a_reference_equals_no_reference(adapted: Any) -> None:
-    # At scale 0 diffusers skips the image branch of every IP-Adapter processor: exactly equal.
+    # At strength 0 the image branch's values are zeros and it adds exact zeros: exactly equal.
     zero = generate(adapted, identity_kwargs(adapted, [face("astronaut")], 0.0, 1))
     without = generate(adapted, no_identity_kwargs(adapted, 1))
     assert np.array_equal(zero, without)
+
+
+@pytest.mark.parametrize("strength", [0.35, 1.0, 1.6])
+def test_the_strength_held_in_tensors_conditions_as_diffusers_own_scale_does(
+    adapted: Any, models_dir: Path, adapter_dir: Path, strength: float
+) -> None:
+    """Scaling the image branch's values is scaling its output (attention is linear in its values):
+    the pixels of diffusers' own processor scale, to within the rounding of the changed order."""
+    assert holds_strength(adapted.unet)
+    processors = [
+        p for p in adapted.unet.attn_processors.values() if isinstance(p, IPAdapterAttnProcessor2_0)
+    ]
+    assert processors and all(p.scale == [1.0] for p in processors)
+    source = tiny_adapter_source(adapter_dir)
+    with pytest.MonkeyPatch.context() as mp:
+        offline(mp)
+        native = load_tiny(models_dir / "tiny-sdxl")
+        native.load_ip_adapter(
+            source.repo,
+            subfolder=source.subfolder,
+            weight_name=source.weight_name,
+            image_encoder_folder=source.image_encoder_folder,
+            local_files_only=True,
+        )
+    assert not holds_strength(native.unet)  # identity_kwargs falls back to diffusers' scale here
+    reference = [face("astronaut")]
+    ours = generate(adapted, identity_kwargs(adapted, reference, strength, 1))
+    theirs = generate(native, identity_kwargs(native, reference, strength, 1))
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    without = generate(adapted, no_identity_kwargs(adapted, 1))
+    assert np.abs(ours - without).max() > 100 * 1e-5  # the strength did change the image
 
 
 @pytest.mark.parametrize("cfg", [5.0, 1.0], ids=["cfg", "no-cfg"])

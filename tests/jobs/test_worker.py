@@ -190,6 +190,34 @@ async def test_identity_jobs_and_plain_jobs_share_one_resident_pipeline(runner: 
     assert two.ok
 
 
+async def test_the_identity_adapter_loads_with_the_pipeline_of_a_profile_that_draws_characters(
+    shared_data_dir: Path, tiny_catalog: Catalog
+) -> None:
+    """tiny-xl and tiny-identity-xl share one checkpoint: where the worker serves the identity profile,
+    the adapter is in place from the load on (compiled and warmed up with it on a GPU), and the
+    first identity job loads nothing more; where it does not, the pipeline stays plain."""
+    from jobs.identity import has_ip_adapter
+
+    settings = WorkerSettings(data_dir=shared_data_dir, device="cpu")
+    both = JobRunner(settings, tiny_catalog)
+    await both.preload(["tiny-xl", "tiny-identity-xl"])
+    pipeline, took = both.cache.get("tiny:sdxl", "sdxl", 0.1)
+    assert took == 0.0 and has_ip_adapter(pipeline)
+    assert "identity_adapter" in both.cache.residency().fast_path
+    faceless, _ = await run(both, tiny_spec((41,)))
+    with_face, _ = await run(both, identity_spec((41,)))
+    assert both.cache.loads == {"tiny:sdxl": 1}
+
+    plain_only = JobRunner(settings, tiny_catalog)
+    await plain_only.preload(["tiny-xl"])
+    plain_pipeline, _ = plain_only.cache.get("tiny:sdxl", "sdxl", 0.1)
+    assert not has_ip_adapter(plain_pipeline)
+    plain, _ = await run(plain_only, tiny_spec((41,)))
+    # A job without faces on the pipeline with the adapter: the pixels of the plain pipeline.
+    assert np.array_equal(pixels(faceless.images[0].png), pixels(plain.images[0].png))
+    assert not np.array_equal(pixels(with_face.images[0].png), pixels(plain.images[0].png))
+
+
 async def test_identity_scale_zero_is_no_identity(runner: JobRunner) -> None:
     plain, _ = await run(runner, tiny_spec((31,)))
     zero, _ = await run(runner, identity_spec((31,), scale=0.0))
