@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import inspect
 import io
 import logging
@@ -24,6 +25,7 @@ from typing import Any, Literal, Protocol
 from arq.constants import in_progress_key_prefix, result_key_prefix
 from arq.worker import Retry
 
+from jobs.acceleration import Step
 from jobs.dispatch import Dispatcher, GatedWorker, Runner, served_profiles
 from jobs.fleet import (
     HEARTBEAT_EVERY_S,
@@ -43,6 +45,7 @@ from jobs.identity import (
     tiny_adapter_source,
 )
 from jobs.pipelines import (
+    Attach,
     CannotRun,
     Device,
     PipelineCache,
@@ -144,6 +147,7 @@ class JobRunner:
         self._failing: str | None = None  # why this worker stopped taking jobs for good: it keeps failing
         self._running: dict[str, JobRun] = {}  # job id → its latest run here
         self._on_device: JobRun | None = None  # the run holding the device
+        self._served: list[str] | None = None  # the profiles `preload` was given; None: the whole catalog
 
     @property
     def paused(self) -> str | None:
@@ -177,6 +181,7 @@ class JobRunner:
     async def preload(self, profile_names: list[str]) -> None:
         """Load these profiles' pipelines now, in order while they fit the memory budget, so the first
         user does not wait for them; the rest load on first use."""
+        self._served = list(profile_names)
         used = 0.0
         for name in profile_names:
             profile = self.catalog.get(name)
@@ -190,7 +195,13 @@ class JobRunner:
                 log.info("not preloading %s: it would not fit the %.1f GB budget", name, self.cache.budget_gb)
                 continue
             used += profile.memory_gb
-            await asyncio.to_thread(self.cache.get, profile.checkpoint, profile.family, profile.memory_gb)
+            await asyncio.to_thread(
+                self.cache.get,
+                profile.checkpoint,
+                profile.family,
+                profile.memory_gb,
+                attach=self._attach_at_load(profile.checkpoint),
+            )
 
     async def run(
         self, spec: JobSpec, progress: ProgressSink, *, ready: Callable[[], None] | None = None
@@ -273,7 +284,53 @@ class JobRunner:
         memory = profile.memory_gb if profile else DEFAULT_MEMORY_GB
         if recipe.checkpoint not in self.cache.resident:
             progress(ProgressEvent(job_id=spec.job_id, state="loading", message=recipe.checkpoint))
-        return self.cache.get(recipe.checkpoint, recipe.family, memory)
+        return self.cache.get(
+            recipe.checkpoint, recipe.family, memory, attach=self._attach_at_load(recipe.checkpoint)
+        )
+
+    def _attach_at_load(self, checkpoint: str) -> Attach | None:
+        """Where a profile this worker serves draws characters from `checkpoint`, its identity adapter is
+        loaded with the pipeline, before compiling: a resident pipeline serves jobs with and without faces
+        (sdxl-base and identity-xl share one), and loading the adapter later would change the compiled
+        blocks under a user's job and compile them again there. A missing adapter does not stop the load:
+        the faceless profiles still work, and an identity job fails with what to install."""
+        names = self._served if self._served is not None else [p.name for p in self.catalog]
+        refs = [
+            profile.ip_adapter
+            for profile in map(self.catalog.get, names)
+            if profile is not None and profile.checkpoint == checkpoint and profile.ip_adapter is not None
+        ]
+        if not refs:
+            return None
+        source_ref = refs[0]
+
+        def attach(pipeline: Any) -> Step:
+            try:
+                source = self._adapter_source(
+                    source_ref.source,
+                    source_ref.subfolder,
+                    source_ref.weight_name,
+                    source_ref.image_encoder_folder,
+                )
+                attach_ip_adapter(pipeline, source)
+            except (AdapterWeightsMissing, ValueError) as exc:
+                log.warning("identity adapter not loaded with %s: %s", checkpoint, exc)
+                return Step("identity_adapter", False, f"not loaded: {exc}")
+            return Step("identity_adapter", True, f"{source.repo} {source.weight_name}, with the pipeline")
+
+        return attach
+
+    def _adapter_source(
+        self, source: str, subfolder: str, weight_name: str, image_encoder_folder: str
+    ) -> AdapterSource:
+        if source.startswith(TINY_PREFIX):
+            return tiny_adapter_source(ensure_tiny_ip_adapter(self.settings.models_dir))
+        return AdapterSource(
+            repo=source,
+            subfolder=subfolder,
+            weight_name=weight_name,
+            image_encoder_folder=image_encoder_folder,
+        )
 
     def _make(self, run: JobRun, recipe: Recipe, progress: ProgressSink) -> Made:
         """Run the job's model on the device: txt2img and vary give images, upscale one, animate frames."""
@@ -375,17 +432,11 @@ class JobRunner:
         if recipe.adapter is None:
             raise CannotRun(f"{recipe.profile} has no identity adapter, so it cannot draw characters")
         adapter = recipe.adapter
-        if adapter.source.startswith(TINY_PREFIX):
-            source = tiny_adapter_source(ensure_tiny_ip_adapter(self.settings.models_dir))
-        else:
-            source = AdapterSource(
-                repo=adapter.source,
-                subfolder=adapter.subfolder,
-                weight_name=adapter.weight_name,
-                image_encoder_folder=adapter.image_encoder_folder,
-            )
         try:
-            attach_ip_adapter(pipeline, source)
+            source = self._adapter_source(
+                adapter.source, adapter.subfolder, adapter.weight_name, adapter.image_encoder_folder
+            )
+            attach_ip_adapter(pipeline, source)  # a no-op where it was loaded with the pipeline
         except AdapterWeightsMissing as exc:
             raise WeightsMissing(str(exc)) from exc
         except ValueError as exc:
@@ -561,8 +612,18 @@ async def _run_within_limit(ctx: dict[str, Any], runner: SupportsRun, spec: JobS
 
 def _says_when_ready(runner: SupportsRun) -> bool:
     """Whether the runner's `run` takes `ready`, to say when its pipeline is loaded (a JobRunner does)."""
+    run = runner.run
     try:
-        return "ready" in inspect.signature(runner.run).parameters
+        return _takes_ready(getattr(run, "__func__", run))
+    except TypeError:  # an unhashable callable: look without the cache
+        return _takes_ready.__wrapped__(run)
+
+
+@functools.lru_cache(maxsize=64)
+def _takes_ready(run: Callable[..., Any]) -> bool:
+    # Asked once per job: reading a signature costs more than the rest of a no-op job's bookkeeping.
+    try:
+        return "ready" in inspect.signature(run).parameters
     except (TypeError, ValueError):
         return False
 
@@ -625,7 +686,9 @@ async def _watch_cancel(redis: Any, job_id: str, runner: SupportsRun) -> None:
     failing = False
     while True:
         try:
-            reason = await redis.get(key)
+            # Shielded: this watch is cancelled when the job ends, often while a look is in flight, and a
+            # read cancelled midway makes the Redis client close its connection (a reconnect per job).
+            reason = await asyncio.shield(redis.get(key))
         except Exception:  # a missed look is made good by the next one
             if not failing:
                 log.warning("could not look for a cancel of job %s", job_id, exc_info=True)
@@ -649,7 +712,7 @@ async def _hold_lock(redis: Any, job_id: str, lock_s: float) -> None:
     while True:
         await asyncio.sleep(lock_s / 3)
         try:
-            await redis.pexpire(key, int(lock_s * 1000))
+            await asyncio.shield(redis.pexpire(key, int(lock_s * 1000)))  # as in _watch_cancel
         except Exception:  # a missed renewal is made good by the next one
             log.warning("could not renew the lock of job %s", job_id, exc_info=True)
 
