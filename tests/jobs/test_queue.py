@@ -11,6 +11,7 @@ import pytest
 from jobs.queue import ArqQueue, LocalQueue, Queue
 from jobs.spec import InputImage, JobResult, JobSpec, ProgressEvent, Recipe
 from tests.arq_support import running_worker
+from tests.conftest import RedisServer
 
 QUEUE = "likeness:profile:test"
 
@@ -259,3 +260,30 @@ async def test_a_worker_claiming_a_job_as_it_is_cancelled_fails_its_claim(redis_
         assert (result.ok, result.error) == (False, "cancelled by u1")
     finally:
         await queue.close()
+
+
+def connections_received(server: RedisServer) -> int:
+    info = server.command("INFO", "stats").decode()
+    line = next(line for line in info.splitlines() if line.startswith("total_connections_received:"))
+    return int(line.split(":")[1])
+
+
+async def test_jobs_that_end_at_once_keep_the_workers_redis_connections(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    """A job's end cancels its cancel-watch, often while a look is in flight; a read cancelled midway
+    would make the client close that connection, and every job would cost the worker a reconnect."""
+    runner = EchoRunner()
+    queue = await ArqQueue.connect(redis_url, poll_delay_s=0.01)
+    jobs = 40
+    async with running_worker(runner, QUEUE, redis_url):
+        first = await queue.submit(JobSpec(generation_id="g_test", kind="noop"), QUEUE)
+        assert (await first.result(timeout=10)).ok
+        before = connections_received(redis_server)
+        for _ in range(jobs):
+            handle = await queue.submit(JobSpec(generation_id="g_test", kind="noop"), QUEUE)
+            assert (await handle.result(timeout=10)).ok
+        # The client's own waits may open a connection now and then; the worker's jobs open none.
+        opened = connections_received(redis_server) - before - 1  # the INFO that reads it is one
+        assert opened < jobs // 4, f"{opened} connections opened for {jobs} jobs"
+    await queue.close()
