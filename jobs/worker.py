@@ -298,7 +298,10 @@ class JobRunner:
         refs = [
             profile.ip_adapter
             for profile in map(self.catalog.get, names)
-            if profile is not None and profile.checkpoint == checkpoint and profile.ip_adapter is not None
+            if profile is not None
+            and profile.checkpoint == checkpoint
+            and profile.ip_adapter is not None
+            and profile.available  # its adapter's weights are on this machine
         ]
         if not refs:
             return None
@@ -314,7 +317,7 @@ class JobRunner:
                 )
                 attach_ip_adapter(pipeline, source)
             except (AdapterWeightsMissing, ValueError) as exc:
-                log.warning("identity adapter not loaded with %s: %s", checkpoint, exc)
+                log.warning("no identity adapter with %s, identity jobs will fail: %s", checkpoint, exc)
                 return Step("identity_adapter", False, f"not loaded: {exc}")
             return Step("identity_adapter", True, f"{source.repo} {source.weight_name}, with the pipeline")
 
