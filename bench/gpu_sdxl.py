@@ -1,7 +1,9 @@
 """SDXL on a GPU: seconds per image with each fast-path switch on and off, against the FLOP floor.
 
     python bench/gpu_sdxl.py [--device auto] [--size 1024] [--steps 30] [--repeats 3] [--out gpu.json]
+                             [--budget-s SECONDS]
     python bench/gpu_sdxl.py --tiny --device cpu --size 64 --steps 2 --repeats 1   # the CPU smoke run
+    python bench/gpu_sdxl.py --table-from gpu.json    # the table of a JSON file, partial ones too
 
 The pipeline has SDXL's real architecture (the configs below are those of stable-diffusion-xl-base-1.0:
 a 2.57 B-parameter UNet, CLIP ViT-L and OpenCLIP bigG text encoders, the SDXL VAE) with random weights,
@@ -20,13 +22,24 @@ same run. FLOPs are counted with torch.utils.flop_counter on the meta device, at
 forward at batch 2 (guidance), times the steps, plus both text encoders and one VAE decode. On meta the
 attention is counted as its two matmuls (as a fused kernel computes them). Nothing here asserts on time:
 the script prints a markdown table and writes everything to `--out` as JSON.
+
+`--budget-s` bounds the whole run (a GPU lease is short): before each measurement the script estimates
+its cost from what it has measured so far and skips what would not fit before the deadline, saying so in
+the table; a measurement that overruns stops repeating once it has one sample. The JSON is written
+before and after every measurement (`complete` false until the end, `stage` naming the measurement
+under way), so a run that is killed still leaves its figures, and `--table-from` prints their table.
+A measurement that fails (a compiler error, memory) is recorded as `failed: …` and the run goes on.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import gc
 import json
+import math
+import os
 import platform
 import shutil
 import statistics
@@ -47,7 +60,7 @@ import torch  # noqa: E402
 
 from jobs import acceleration  # noqa: E402
 from jobs.acceleration import VaeLimits  # noqa: E402
-from jobs.pipelines import Device  # noqa: E402
+from jobs.pipelines import Device, quiet_libraries  # noqa: E402
 from jobs.tiny import write_clip_tokenizer  # noqa: E402
 
 PROMPT = "editorial portrait of a fisherman in his 70s, weathered skin, overcast harbor light, 85mm"
@@ -389,7 +402,11 @@ def reset_peak(device: str) -> None:
 class Config:
     name: str
     apply: Callable[[Any], list[acceleration.Step]]
+    # When time is short, lower first: what the worker runs (all on) against the baseline, then what
+    # explains the difference, then what SDPA saves.
+    priority: int
     cuda_only: bool = False
+    compiles: bool = False  # its first calls compile: the budget keeps time for that
 
 
 def _classic_attention(pipeline: Any) -> list[acceleration.Step]:
@@ -403,78 +420,263 @@ def _classic_attention(pipeline: Any) -> list[acceleration.Step]:
 def configurations() -> list[Config]:
     """Applied in this order, each from the state the previous left: compile cannot be undone, so last."""
     return [
-        Config("baseline: SDPA, nothing else", lambda p: [acceleration.ensure_sdpa(p)]),
-        Config("SDPA off (classic attention)", _classic_attention),
+        Config("baseline: SDPA, nothing else", lambda p: [acceleration.ensure_sdpa(p)], 0),
+        Config("SDPA off (classic attention)", _classic_attention, 6),
         Config(
             "channels_last",
             lambda p: [acceleration.ensure_sdpa(p), acceleration.use_channels_last(p)],
+            4,
         ),
         Config(
             "fused QKV",
             lambda p: [acceleration.use_channels_last(p, on=False), acceleration.fuse_qkv(p)],
+            4,
         ),
-        Config("channels_last + fused QKV", lambda p: [acceleration.use_channels_last(p)]),
+        Config("channels_last + fused QKV", lambda p: [acceleration.use_channels_last(p)], 2),
         Config(
             "all on: + torch.compile (regional)",
             lambda p: [acceleration.compile_denoiser(p)],
+            1,
             cuda_only=True,
+            compiles=True,
         ),
     ]
 
 
-def run_configs(
-    pipeline: Any, device: str, size: int, steps: int, repeats: int, flops_per_image: float, rate: float
-) -> list[dict[str, Any]]:
-    results: list[dict[str, Any]] = []
-    baseline: dict[int, float] = {}
-    floor_s = flops_per_image / rate
-    for config in configurations():
-        if config.cuda_only and device != "cuda":
-            results.append({"config": config.name, "skipped": "compiling is for CUDA (slow on a CPU)"})
-            say(f"{config.name}: skipped on {device}")
-            continue
-        say(f"{config.name}: applying")
-        started = time.perf_counter()
-        steps_done = config.apply(pipeline)
-        sync(device)
-        took = time.perf_counter() - started
+# --- the time budget and the partial results ------------------------------------------------------------
+
+# What the budget reckons for compiling (inductor, on CUDA) at the compiled configuration's first call,
+# and for compiling again (shape-generic) at its second batch size until the first has been measured.
+COMPILE_ALLOWANCE_S = 90.0
+RECOMPILE_ALLOWANCE_S = 60.0
+# What saving, loading, parking and restoring the weights are reckoned to cost per GB.
+LOAD_S_PER_GB = 4.0
+LOAD_PRIORITY = 3  # the priorities of the load figures and the VAE alone among the configurations'
+VAE_PRIORITY = 5
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Budget:
+    """A deadline for the whole run (`seconds` None: none); work that would not fit before it is skipped."""
+
+    seconds: float | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def left(self) -> float:
+        if self.seconds is None:
+            return math.inf
+        return self.seconds - (time.perf_counter() - self.started)
+
+    def over(self) -> bool:
+        return self.left() <= 0
+
+    def refuses(self, needs_s: float, kept_s: float = 0.0) -> str | None:
+        """Why work reckoned at `needs_s` seconds does not fit, when `kept_s` more are kept for work
+        that matters more and comes later; None when it fits."""
+        left = self.left()
+        if left > 0 and needs_s + kept_s <= left:
+            return None
+        kept = f" (+{kept_s:.0f} s kept for what matters more)" if kept_s else ""
+        return f"over the time budget: needs ~{needs_s:.0f} s{kept}, {max(left, 0.0):.0f} s left"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One step of a run. `priority` None: always done (applying a configuration); else done only if it
+    fits the budget together with the later tasks of lower priority numbers (what matters more)."""
+
+    name: str
+    priority: int | None
+    estimate: Callable[[], float]
+    action: Callable[[], None]
+    skip: Callable[[str], None]
+
+    def run(self, budget: Budget, later: list[Task]) -> None:
+        if self.priority is None:
+            self.action()
+            return
+        kept = sum(t.estimate() for t in later if t.priority is not None and t.priority < self.priority)
+        refused = budget.refuses(self.estimate(), kept)
+        if refused:
+            say(f"{self.name}: skipped, {refused}")
+            self.skip(refused)
+            return
+        self.action()
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` to `path` through a rename, so a reader (or a kill) never finds half a file."""
+    scratch = path.with_name(path.name + ".tmp")
+    scratch.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(scratch, path)
+
+
+def failed(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"failed: {type(exc).__name__}: {first[:200]}".rstrip(": ")
+
+
+def free_memory(device: str) -> None:
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class Run:
+    """One run: the result as it grows (written out after every change), the budget, and the durations
+    measured so far, from which the next measurement's cost is reckoned."""
+
+    pipeline: Any
+    device: str
+    size: int
+    steps: int
+    repeats: int
+    floor_s: float
+    budget: Budget
+    result: dict[str, Any]
+    progress: Progress
+    baseline: dict[int, float] = field(default_factory=dict)  # s per image, by images per call
+    call_s: dict[int, float] = field(default_factory=dict)  # the last measured call, by images per call
+    decode_s: float | None = None  # the last measured decode of one image
+    compile_warm_up_s: float | None = None
+    failed_configs: set[str] = field(default_factory=set)  # failed at 1 image: not tried again at 4
+
+    def stage(self, what: str) -> None:
+        self.result["stage"] = what
+        self.progress(self.result)
+
+    def add_row(self, row: dict[str, Any]) -> None:
+        self.result["configs"].append(row)
+        self.progress(self.result)
+
+    def estimate(self, config: Config, images: int) -> float:
+        """Seconds a measurement of `config` at `images` per call should take: its repeats and its warm-up
+        (2 steps) at the last measured call's duration, plus compiling where it compiles."""
+        call = self.call_s.get(images)
+        if call is None and 1 in self.call_s:
+            call = images * self.call_s[1]
+        seconds = (self.repeats + 0.5) * (call or 0.0)
+        if config.compiles and images == 1:
+            seconds += COMPILE_ALLOWANCE_S
+        elif config.compiles:
+            seconds += RECOMPILE_ALLOWANCE_S if self.compile_warm_up_s is None else self.compile_warm_up_s
+        return seconds
+
+    def config_tasks(self, config: Config) -> list[Task]:
+        """Apply `config` (always, since later configurations build on it), then measure it at 1 image
+        and at VARIATIONS per call (when they fit)."""
+        if config.cuda_only and self.device != "cuda":
+            row = {"config": config.name, "skipped": "compiling is for CUDA (slow on a CPU)"}
+            return [Task(config.name, None, lambda: 0.0, functools.partial(self.add_row, row), _ignore)]
+        applied: list[tuple[float, list[acceleration.Step]]] = []
+
+        def apply() -> None:
+            say(f"{config.name}: applying")
+            try:
+                applied.append(timed(self.device, functools.partial(config.apply, self.pipeline)))
+            except Exception as exc:  # recorded; the next configurations still run
+                self.add_row({"config": config.name, "skipped": failed(exc)})
+                say(f"{config.name}: {failed(exc)}")
+
+        tasks = [Task(f"{config.name}: applying", None, lambda: 0.0, apply, _ignore)]
         for images in (1, VARIATIONS):
-            # The warm-up pays for kernel selection and, with compile, for compiling this shape.
-            started = time.perf_counter()
-            generate_once(pipeline, device, size, 2, images, Phases())
-            warm_s = time.perf_counter() - started
-            reset_peak(device)
-            phases = Phases()
-            for _ in range(repeats):
-                generate_once(pipeline, device, size, steps, images, phases)
-            figures = phases.medians()
-            per_image = figures["total_s"] / images
-            if config.name.startswith("baseline"):
-                baseline[images] = per_image
-            results.append(
-                {
-                    "config": config.name,
-                    "images": images,
-                    **figures,
-                    "per_image_s": per_image,
-                    "vs_baseline": per_image / baseline[images] if images in baseline else None,
-                    "vs_floor": per_image / floor_s,
-                    "peak_gb": peak_gb(device),
-                    "apply_s": took,
-                    "warm_up_s": warm_s,
-                    "steps": [f"{s.name} {'on' if s.on else 'off'}: {s.detail}" for s in steps_done],
-                }
+
+            def act(images: int = images) -> None:
+                if not applied:  # applying failed: its row says so
+                    return
+                if config.name in self.failed_configs:
+                    why = "not tried: it failed at 1 image"
+                    self.add_row({"config": config.name, "images": images, "skipped": why})
+                    return
+                self.add_row(measure_config(self, config, images, *applied[0]))
+
+            def skip(why: str, images: int = images) -> None:
+                self.add_row({"config": config.name, "images": images, "skipped": why})
+
+            tasks.append(
+                Task(
+                    f"{config.name}, {images} image(s)",
+                    config.priority,
+                    functools.partial(self.estimate, config, images),
+                    act,
+                    skip,
+                )
             )
-            say(f"{config.name}, {images} image(s): {per_image:.3f} s per image")
-    return results
+        return tasks
+
+
+def _ignore(_why: str) -> None:
+    """Tasks that always run are never skipped."""
+
+
+def measure_config(
+    run: Run, config: Config, images: int, apply_s: float, steps_done: list[acceleration.Step]
+) -> dict[str, Any]:
+    run.stage(f"{config.name}, {images} image(s)")
+    phases = Phases()
+    try:
+        # The warm-up pays for kernel selection and, with compile, for compiling this shape.
+        started = time.perf_counter()
+        generate_once(run.pipeline, run.device, run.size, 2, images, Phases())
+        warm_s = time.perf_counter() - started
+        reset_peak(run.device)
+        for done in range(run.repeats):
+            if done and run.budget.over():  # overran its estimate: keep what it has
+                break
+            generate_once(run.pipeline, run.device, run.size, run.steps, images, phases)
+    except Exception as exc:  # a compiler error, memory: recorded, and the run goes on
+        run.failed_configs.add(config.name)
+        free_memory(run.device)
+        say(f"{config.name}, {images} image(s): {failed(exc)}")
+        return {"config": config.name, "images": images, "skipped": failed(exc)}
+    figures = phases.medians()
+    per_image = figures["total_s"] / images
+    run.call_s[images] = figures["total_s"]
+    if images == 1:
+        run.decode_s = figures["decode_s"]
+        if config.compiles:
+            run.compile_warm_up_s = warm_s
+    if config.name.startswith("baseline"):
+        run.baseline[images] = per_image
+    say(f"{config.name}, {images} image(s): {per_image:.3f} s per image")
+    return {
+        "config": config.name,
+        "images": images,
+        **figures,
+        "per_image_s": per_image,
+        "vs_baseline": per_image / run.baseline[images] if images in run.baseline else None,
+        "vs_floor": per_image / run.floor_s,
+        "peak_gb": peak_gb(run.device),
+        "apply_s": apply_s,
+        "warm_up_s": warm_s,
+        "repeats": len(phases.text_s),
+        "compiled": config.compiles,
+        "steps": [f"{s.name} {'on' if s.on else 'off'}: {s.detail}" for s in steps_done],
+    }
+
+
+def _tiled_side(vae: Any, size: int) -> int:
+    """A side at which the VAE decodes in tiles: twice the image, and at least 1.5 tiles."""
+    return max(2 * size, (int(vae.tile_sample_min_size) * 3 // 2) // 64 * 64)
+
+
+def vae_estimate(run: Run) -> float:
+    """Seconds for `vae_figures`: each of its four decodes warmed up and repeated, reckoned from the last
+    measured decode of one image, scaled by pixels."""
+    if run.decode_s is None:
+        return 0.0
+    tiled = (_tiled_side(run.pipeline.vae, run.size) / run.size) ** 2
+    return 2 * (run.repeats + 1) * (tiled + VARIATIONS) * run.decode_s
 
 
 def vae_figures(pipeline: Any, device: str, size: int, repeats: int) -> list[dict[str, Any]]:
     """Decode alone: tiled vs untiled at a size that tiles, sliced vs batched for four variations."""
     vae = pipeline.vae
     scale = vae.config.scaling_factor
-    tile = int(vae.tile_sample_min_size)
-    large = max(2 * size, (tile * 3 // 2) // 64 * 64)
+    large = _tiled_side(vae, size)
     dtype = vae.dtype
 
     def decode(side: int, images: int, limits: VaeLimits) -> tuple[float, float | None]:
@@ -540,6 +742,11 @@ def load_figures(pipeline: Any, device: str, dtype: torch.dtype, scratch: Path) 
     }
 
 
+def weights_gb(pipeline: Any) -> float:
+    models = (getattr(pipeline, name) for name in ("unet", "text_encoder", "text_encoder_2", "vae"))
+    return float(sum(p.numel() * p.element_size() for model in models for p in model.parameters())) / 2**30
+
+
 # --- the whole run -------------------------------------------------------------------------------------
 
 
@@ -562,28 +769,25 @@ def measure(
     repeats: int = 3,
     tiny: bool = False,
     load: bool = True,
+    budget_s: float | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Everything the script reports, as one JSON-ready dict."""
+    """Everything the script reports, as one JSON-ready dict; `progress` gets it after every change.
+
+    In order: the load figures (on the fresh pipeline), the eager configurations, the VAE alone, and
+    compiling last. With `budget_s`, a measurement runs only if it fits together with the later ones
+    that matter more (`Config.priority`, `LOAD_PRIORITY`, `VAE_PRIORITY`), each reckoned from what was
+    measured so far; the others are skipped, and their rows say so.
+    """
     if size % 64:
         raise ValueError(f"--size must be a multiple of 64, not {size}")
+    if repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, not {repeats}")
+    budget = Budget(budget_s)
+    report = progress or (lambda _result: None)
     picked = Device.pick(device)
     arch = TINY if tiny else SDXL
-    say(f"{arch.name} on {picked.name} in {str(picked.dtype).removeprefix('torch.')}, {size}², {steps} steps")
-    flops = count_flops(arch, size)
-    per_image = steps * flops["unet_forward"] + flops["text_encoders"] + flops["vae_decode"]
-    rate = matmul_rate(picked.name, picked.dtype)
-    say(f"{flop_text(per_image)} per image; matmul {flop_text(rate)}/s")
-    with tempfile.TemporaryDirectory(prefix="likeness-gpu-bench-") as folder:
-        scratch = Path(folder)
-        build_s, pipeline = timed(
-            picked.name, lambda: build_pipeline(arch, picked.name, picked.dtype, scratch)
-        )
-        models = ("unet", "text_encoder", "text_encoder_2", "vae")
-        counts = {name: parameters(getattr(pipeline, name)) for name in models}
-        loads = load_figures(pipeline, picked.name, picked.dtype, scratch) if load else {}
-        configs = run_configs(pipeline, picked.name, size, steps, repeats, per_image, rate)
-        vae = vae_figures(pipeline, picked.name, size, repeats)
-    return {
+    result: dict[str, Any] = {
         "machine": machine(picked.name),
         "device": picked.name,
         "dtype": str(picked.dtype).removeprefix("torch."),
@@ -592,15 +796,91 @@ def measure(
         "steps": steps,
         "repeats": repeats,
         "cfg": CFG,
-        "parameters": counts,
-        "build_s": build_s,
-        "flops": {**flops, "per_image": per_image, "counted_on": "meta device, full size"},
-        "matmul_flops_per_s": rate,
-        "floor_s_per_image": per_image / rate,
-        "configs": configs,
-        "vae": vae,
-        "load": loads,
+        "budget_s": budget_s,
+        "complete": False,
+        "stage": "counting FLOPs",
+        "parameters": {},
+        "configs": [],
+        "vae": [],
+        "load": {},
+        "skipped": {},
     }
+    report(result)
+    say(f"{arch.name} on {picked.name} in {result['dtype']}, {size}², {steps} steps")
+    flops = count_flops(arch, size)
+    per_image = steps * flops["unet_forward"] + flops["text_encoders"] + flops["vae_decode"]
+    result["flops"] = {**flops, "per_image": per_image, "counted_on": "meta device, full size"}
+    result["stage"] = "measuring the matmul rate"
+    report(result)
+    rate = matmul_rate(picked.name, picked.dtype)
+    result["matmul_flops_per_s"] = rate
+    result["floor_s_per_image"] = per_image / rate
+    say(f"{flop_text(per_image)} per image; matmul {flop_text(rate)}/s")
+    result["stage"] = "building the pipeline"
+    report(result)
+    with tempfile.TemporaryDirectory(prefix="likeness-gpu-bench-") as folder:
+        scratch = Path(folder)
+        build_s, pipeline = timed(
+            picked.name, lambda: build_pipeline(arch, picked.name, picked.dtype, scratch)
+        )
+        result["build_s"] = build_s
+        models = ("unet", "text_encoder", "text_encoder_2", "vae")
+        result["parameters"] = {name: parameters(getattr(pipeline, name)) for name in models}
+        run = Run(pipeline, picked.name, size, steps, repeats, per_image / rate, budget, result, report)
+        tasks: list[Task] = []
+
+        def skipping(what: str) -> Callable[[str], None]:
+            def skip(why: str) -> None:
+                result["skipped"][what] = why
+                report(result)
+
+            return skip
+
+        if load:
+            gb = weights_gb(pipeline)
+
+            def load_action() -> None:
+                run.stage("saving, loading, parking and restoring the weights")
+                try:
+                    result["load"] = load_figures(pipeline, picked.name, picked.dtype, scratch)
+                except Exception as exc:  # recorded; the configurations still run
+                    result["skipped"]["load"] = failed(exc)
+                    say(f"load figures: {failed(exc)}")
+                free_memory(picked.name)
+                report(result)
+
+            tasks.append(
+                Task("load figures", LOAD_PRIORITY, lambda: LOAD_S_PER_GB * gb, load_action, skipping("load"))
+            )
+
+        def vae_action() -> None:
+            run.stage("the VAE alone")
+            try:
+                result["vae"] = vae_figures(pipeline, picked.name, size, repeats)
+            except Exception as exc:  # recorded; compiling still runs
+                result["skipped"]["vae"] = failed(exc)
+                acceleration.set_vae_limits(pipeline, VaeLimits(0, 0))
+                free_memory(picked.name)
+                say(f"VAE figures: {failed(exc)}")
+            report(result)
+
+        every = configurations()
+        for config in every:
+            if not config.compiles:
+                tasks += run.config_tasks(config)
+        tasks.append(
+            Task("VAE figures", VAE_PRIORITY, lambda: vae_estimate(run), vae_action, skipping("vae"))
+        )
+        for config in every:
+            if config.compiles:
+                tasks += run.config_tasks(config)
+
+        for index, task in enumerate(tasks):
+            task.run(budget, tasks[index + 1 :])
+    result["complete"] = True
+    result["stage"] = "done"
+    report(result)
+    return result
 
 
 def flop_text(flops: float) -> str:
@@ -611,13 +891,25 @@ def flop_text(flops: float) -> str:
 
 
 def table(result: dict[str, Any]) -> str:
-    floor = result["floor_s_per_image"]
-    lines = [
+    """The markdown table of a result, also of a partial one (a run killed or stopped early)."""
+    floor = result.get("floor_s_per_image")
+    repeats = result["repeats"]
+    head = (
         f"{result['architecture']} on {result['machine']} ({result['dtype']}), {result['size']}², "
-        f"{result['steps']} steps, CFG {result['cfg']:g}, median of {result['repeats']}",
-        f"UNet {result['parameters']['unet'] / 1e9:.3f} B parameters; "
-        f"{flop_text(result['flops']['per_image'])} per image; matmul "
-        f"{flop_text(result['matmul_flops_per_s'])}/s; floor {floor:.3f} s per image",
+        f"{result['steps']} steps, CFG {result['cfg']:g}, median of {repeats}"
+    )
+    if result.get("budget_s") is not None:
+        head += f", budget {result['budget_s']:.0f} s"
+    lines = [head]
+    if not result.get("complete", True):
+        lines.append(f"INCOMPLETE: the run stopped while {result.get('stage', 'starting')}")
+    if floor is not None and result.get("parameters"):
+        lines.append(
+            f"UNet {result['parameters']['unet'] / 1e9:.3f} B parameters; "
+            f"{flop_text(result['flops']['per_image'])} per image; matmul "
+            f"{flop_text(result['matmul_flops_per_s'])}/s; floor {floor:.3f} s per image"
+        )
+    lines += [
         "",
         "| configuration | images | text s | UNet s | decode s | s per image | vs baseline | vs floor "
         "| peak GB |",
@@ -625,21 +917,37 @@ def table(result: dict[str, Any]) -> str:
     ]
     for row in result["configs"]:
         if "skipped" in row:
-            lines.append(f"| {row['config']} | — | — | — | — | skipped: {row['skipped']} | — | — | — |")
+            images = row.get("images", "—")
+            why = f"skipped: {row['skipped']}"
+            lines.append(f"| {row['config']} | {images} | — | — | — | {why} | — | — | — |")
             continue
+        name = row["config"]
+        if row.get("repeats", repeats) < repeats:
+            name += f" (n={row['repeats']})"
         ratio = f"{row['vs_baseline']:.2f}" if row["vs_baseline"] is not None else "—"
         peak = f"{row['peak_gb']:.1f}" if row["peak_gb"] is not None else "—"
         lines.append(
-            f"| {row['config']} | {row['images']} | {row['text_s']:.3f} | {row['unet_s']:.3f} | "
+            f"| {name} | {row['images']} | {row['text_s']:.3f} | {row['unet_s']:.3f} | "
             f"{row['decode_s']:.3f} | {row['per_image_s']:.3f} | {ratio} | {row['vs_floor']:.1f} | {peak} |"
         )
-    lines += ["", "| VAE | on s | off s | ratio | peak GB on / off |", "| --- | ---: | ---: | ---: | --- |"]
-    for row in result["vae"]:
-        peaks = (
-            f"{row['on_peak_gb']:.1f} / {row['off_peak_gb']:.1f}" if row["on_peak_gb"] is not None else "—"
-        )
-        times = f"{row['on_s']:.3f} | {row['off_s']:.3f} | {row['ratio']:.2f}"
-        lines.append(f"| {row['measurement']} | {times} | {peaks} |")
+    compiled = [row for row in result["configs"] if row.get("compiled") and "skipped" not in row]
+    if compiled:
+        firsts = ", ".join(f"{row['warm_up_s']:.1f} s at {row['images']} image(s)" for row in compiled)
+        lines += ["", f"torch.compile: the first call of each batch size (compiling it) took {firsts}"]
+    skipped = result.get("skipped", {})
+    if result["vae"]:
+        lines += ["", "| VAE | on s | off s | ratio | peak GB on / off |"]
+        lines.append("| --- | ---: | ---: | ---: | --- |")
+        for row in result["vae"]:
+            peaks = (
+                f"{row['on_peak_gb']:.1f} / {row['off_peak_gb']:.1f}"
+                if row["on_peak_gb"] is not None
+                else "—"
+            )
+            times = f"{row['on_s']:.3f} | {row['off_s']:.3f} | {row['ratio']:.2f}"
+            lines.append(f"| {row['measurement']} | {times} | {peaks} |")
+    elif "vae" in skipped:
+        lines += ["", f"VAE alone: skipped: {skipped['vae']}"]
     if result["load"]:
         load = result["load"]
         lines += [
@@ -649,6 +957,8 @@ def table(result: dict[str, Any]) -> str:
             f"park in host memory {load['park_s']:.2f} s, bring back {load['restore_s']:.2f} s "
             f"({load['restore_s'] / load['load_s']:.2f} of a load)",
         ]
+    elif "load" in skipped:
+        lines += ["", f"Load, park and restore: skipped: {skipped['load']}"]
     return "\n".join(lines)
 
 
@@ -660,9 +970,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tiny", action="store_true", help="the tiny SDXL: the whole path in seconds")
     parser.add_argument("--no-load", action="store_true", help="skip saving and loading the weights")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument(
+        "--budget-s", type=float, help="seconds for the whole run: what would not fit is skipped"
+    )
+    parser.add_argument("--out", type=Path, help="write the results as JSON here (after every measurement)")
+    parser.add_argument(
+        "--table-from", type=Path, help="print the table of this JSON file (a partial one too) and stop"
+    )
     args = parser.parse_args(argv)
+    if args.table_from is not None:
+        print(table(json.loads(args.table_from.read_text(encoding="utf-8"))))
+        return 0
     warnings.filterwarnings("ignore")
+    quiet_libraries()
+    out: Path | None = args.out
+
+    def progress(result: dict[str, Any]) -> None:
+        if out is not None:
+            write_json(out, result)
+
     result = measure(
         device=args.device,
         size=args.size,
@@ -670,11 +996,12 @@ def main(argv: list[str] | None = None) -> int:
         repeats=args.repeats,
         tiny=args.tiny,
         load=not args.no_load,
+        budget_s=args.budget_s,
+        progress=progress,
     )
-    print(table(result))
-    if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        say(f"wrote {args.out}")
+    if out is not None:
+        say(f"wrote {out}")
+    print(table(result), flush=True)  # the last thing printed
     return 0
 
 
