@@ -77,7 +77,7 @@ from jobs.spec import (
     unpack,
 )
 from jobs.timeouts import DEFAULT_PACE, PACE_BY_DEVICE, TRIES, Pace, job_limit_s, timed_out_twice
-from router.catalog import TINY_PREFIX, Catalog
+from router.catalog import TINY_PREFIX, Catalog, Profile
 from router.engines import default_worker_profiles
 
 log = logging.getLogger(__name__)
@@ -187,21 +187,19 @@ class JobRunner:
             profile = self.catalog.get(name)
             if profile is not None and profile.family != "lanczos":
                 self.cache.expect(profile.memory_gb)  # host memory keeps room to load any of them
+        loaded: set[str] = set()
         for name in profile_names:
             profile = self.catalog.get(name)
-            if profile is None or profile.family == "lanczos":
-                continue
-            if used + profile.memory_gb > self.cache.budget_gb:
+            if profile is None or profile.family == "lanczos" or profile.checkpoint in loaded:
+                continue  # profiles on one checkpoint share its pipeline: counted and loaded once
+            attach = self._attach_at_load(profile.checkpoint)
+            memory = self._load_memory(profile.checkpoint, profile.memory_gb, attach)
+            if used + memory > self.cache.budget_gb:
                 log.info("not preloading %s: it would not fit the %.1f GB budget", name, self.cache.budget_gb)
                 continue
-            used += profile.memory_gb
-            await asyncio.to_thread(
-                self.cache.get,
-                profile.checkpoint,
-                profile.family,
-                profile.memory_gb,
-                attach=self._attach_at_load(profile.checkpoint),
-            )
+            used += memory
+            loaded.add(profile.checkpoint)
+            await asyncio.to_thread(self.cache.get, profile.checkpoint, profile.family, memory, attach=attach)
 
     async def run(
         self, spec: JobSpec, progress: ProgressSink, *, ready: Callable[[], None] | None = None
@@ -284,9 +282,22 @@ class JobRunner:
         memory = profile.memory_gb if profile else DEFAULT_MEMORY_GB
         if recipe.checkpoint not in self.cache.resident:
             progress(ProgressEvent(job_id=spec.job_id, state="loading", message=recipe.checkpoint))
-        return self.cache.get(
-            recipe.checkpoint, recipe.family, memory, attach=self._attach_at_load(recipe.checkpoint)
-        )
+        attach = self._attach_at_load(recipe.checkpoint)
+        memory = self._load_memory(recipe.checkpoint, memory, attach)
+        return self.cache.get(recipe.checkpoint, recipe.family, memory, attach=attach)
+
+    def _served_on(self, checkpoint: str) -> list[Profile]:
+        """The profiles this worker serves (`preload`'s, else the whole catalog) on `checkpoint`."""
+        names = self._served if self._served is not None else [p.name for p in self.catalog]
+        found = (self.catalog.get(name) for name in names)
+        return [profile for profile in found if profile is not None and profile.checkpoint == checkpoint]
+
+    def _load_memory(self, checkpoint: str, memory_gb: float, attach: Attach | None) -> float:
+        """The memory a pipeline is counted for: with the identity adapter loaded with it, that of the
+        largest profile served on its checkpoint (identity-xl declares the adapter and its encoder)."""
+        if attach is None:
+            return memory_gb
+        return max([memory_gb, *(profile.memory_gb for profile in self._served_on(checkpoint))])
 
     def _attach_at_load(self, checkpoint: str) -> Attach | None:
         """Where a profile this worker serves draws characters from `checkpoint`, its identity adapter is
@@ -294,14 +305,10 @@ class JobRunner:
         (sdxl-base and identity-xl share one), and loading the adapter later would change the compiled
         blocks under a user's job and compile them again there. A missing adapter does not stop the load:
         the faceless profiles still work, and an identity job fails with what to install."""
-        names = self._served if self._served is not None else [p.name for p in self.catalog]
         refs = [
             profile.ip_adapter
-            for profile in map(self.catalog.get, names)
-            if profile is not None
-            and profile.checkpoint == checkpoint
-            and profile.ip_adapter is not None
-            and profile.available  # its adapter's weights are on this machine
+            for profile in self._served_on(checkpoint)
+            if profile.ip_adapter is not None and profile.available  # its adapter's weights are here
         ]
         if not refs:
             return None

@@ -6,6 +6,7 @@ import asyncio
 import io
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,27 @@ async def test_the_identity_adapter_loads_with_the_pipeline_of_a_profile_that_dr
     # A job without faces on the pipeline with the adapter: the pixels of the plain pipeline.
     assert np.array_equal(pixels(faceless.images[0].png), pixels(plain.images[0].png))
     assert not np.array_equal(pixels(with_face.images[0].png), pixels(plain.images[0].png))
+
+
+async def test_a_pipeline_loaded_with_its_adapter_is_counted_as_the_largest_profile_on_it(
+    shared_data_dir: Path, tiny_catalog: Catalog
+) -> None:
+    """identity-xl declares more memory than sdxl-base (the adapter and its image encoder): where the
+    adapter comes with the pipeline, whichever profile loads it, the budget counts the larger figure,
+    once for the two profiles."""
+    profiles = dict(tiny_catalog.profiles)
+    profiles["tiny-identity-xl"] = replace(profiles["tiny-identity-xl"], memory_gb=0.3)
+    catalog = replace(tiny_catalog, profiles=profiles)
+    settings = WorkerSettings(data_dir=shared_data_dir, device="cpu", memory_budget_gb=0.35)
+    both = JobRunner(settings, catalog)
+    await both.preload(["tiny-xl", "tiny-identity-xl"])
+    assert both.cache.loads == {"tiny:sdxl": 1}
+    assert both.cache.used_gb == pytest.approx(0.3)
+
+    plain_only = JobRunner(settings, catalog)
+    await plain_only.preload(["tiny-xl"])
+    await run(plain_only, tiny_spec((1,)))
+    assert plain_only.cache.used_gb == pytest.approx(0.1)
 
 
 async def test_identity_scale_zero_is_no_identity(runner: JobRunner) -> None:
