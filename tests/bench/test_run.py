@@ -31,3 +31,19 @@ def test_quick_sections_make_one_table_and_one_json(
     assert "| section | measurement | value | baseline / limit | ratio | target |" in printed
     assert "| fleet | wait p95, placement vs FIFO" in printed
     assert "| routing | route(request, catalog, characters), per prompt |" in printed
+
+
+async def test_slack_acknowledgements_are_timed_against_the_floor() -> None:
+    from bench import slack_ack
+
+    latencies = await slack_ack.measure(rounds=1, concurrent=5)
+    assert set(latencies) == {"no-op (floor)", "/portrait"}
+    assert all(len(values) == 5 and min(values) > 0 for values in latencies.values())
+    figures = run.ack_figures("Slack", 1, latencies["no-op (floor)"], latencies["/portrait"])
+    assert [f.measurement for f in figures] == [
+        "Slack /portrait acknowledgement p50, 5 at once × 1 (slack_ack)",
+        "Slack /portrait acknowledgement p99, 5 at once × 1 (slack_ack)",
+        "Slack: the same p99 against the platform's limit",
+    ]
+    assert figures[2].baseline == "3000 ms (limit)"
+    assert figures[1].numbers["p99_ms"] == max(latencies["/portrait"])
