@@ -254,7 +254,11 @@ class Dispatcher:
         """
         queues = [q for q in self._gates if q in self._live] if queues is None else list(queues)
         now = self._clock()
-        due = int(now * 1000)  # arq's scores are milliseconds; a job is due once its score has passed
+        # arq's scores are milliseconds; a job is due once its score has passed. Those due before the next
+        # decision count as waiting: ArqQueue keeps a burst's order by scoring each job a millisecond after
+        # the last, so its jobs run a few ms ahead of the clock, and leaving them out would open a cold
+        # queue (a load) while warm work is due a moment later. A deferred job is deferred by more.
+        due = int((now + self._poll_delay_s) * 1000)
         seen = list(self._queued)  # the heads of the last read: whether they run now is read with the rest
         measure = time.monotonic() - self._measured_at >= REFRESH_S
         async with self._redis.pipeline(transaction=False) as pipe:

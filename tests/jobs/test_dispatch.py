@@ -10,6 +10,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +241,40 @@ async def test_load_times_are_measured_per_profile(queue: ArqQueue) -> None:
     await run_job(ctx, spec(XL).model_dump())  # warm: no load to record
     assert await median_load(queue.redis, XL) == 0.25
     assert await queue.redis.llen("likeness:loads:" + XL) == 1
+
+
+async def test_jobs_a_burst_scored_ahead_of_the_clock_count_as_waiting(
+    queue: ArqQueue, tiny_catalog: Catalog
+) -> None:
+    # ArqQueue keeps a burst's order by scoring each job a millisecond after the last: the last jobs of a
+    # burst are due a few ms after they are submitted. A decision made in between must count them, or it
+    # opens the cold queue (a load) while warm work is due a moment later.
+    now = time.time()
+    cold = spec(SD15)
+    await queue.redis.enqueue_job(
+        ARQ_FUNCTION,
+        cold.model_dump(),
+        _job_id=cold.job_id,
+        _queue_name=queue_of(SD15),
+        _defer_until=datetime.fromtimestamp(now - 1, UTC),
+    )
+    for ahead_s in (0.002, 0.003, 600):  # two of a burst; one deferred for ten minutes
+        warm = spec(XL)
+        await queue.redis.enqueue_job(
+            ARQ_FUNCTION,
+            warm.model_dump(),
+            _job_id=warm.job_id,
+            _queue_name=queue_of(XL),
+            _defer_until=datetime.fromtimestamp(now + ahead_s, UTC),
+        )
+    served = served_profiles(tiny_catalog, [XL, SD15])
+    gates = {p.queue: FakeGate() for p in served}
+    intake = Dispatcher(gates, served, queue.redis, FakeRunner(["tiny:sdxl"]), clock=lambda: now)
+
+    views = await intake.queue_views()
+    assert (views[queue_of(XL)].waiting, views[queue_of(SD15)].waiting) == (2, 1)
+    await intake.tick()
+    assert opened(gates) == [queue_of(XL)]  # warm work first
 
 
 # --- decisions -----------------------------------------------------------------------------------------
