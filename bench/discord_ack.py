@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import io
 import logging
-import statistics
 import sys
 import tempfile
 from collections.abc import Callable
@@ -29,6 +28,7 @@ import discord  # noqa: E402
 from discord import app_commands  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench.latency import latency_table  # noqa: E402
 from bot.discord.bot import LikenessBot, discord_endpoints  # noqa: E402
 from bot.ledger import Ledger  # noqa: E402
 from bot.server_settings import ServerSettingsStore  # noqa: E402
@@ -59,11 +59,6 @@ async def no_model(spec: JobSpec, progress: Callable[[ProgressEvent], None]) -> 
 @app_commands.command(name="ping", description="Acknowledge and do nothing (the benchmark's floor).")
 async def ping(interaction: discord.Interaction[Any]) -> None:
     await interaction.response.defer(thinking=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def burst(fake: FakeDiscord, name: str, guild: int, concurrent: int, **options: Any) -> list[float]:
@@ -117,12 +112,7 @@ async def main(rounds: int, concurrent: int) -> None:
     logging.basicConfig(level=logging.WARNING)
     results = await measure(rounds, concurrent)
     print(f"{concurrent} interactions at once, {rounds} round(s); acknowledgement latency in ms")
-    print(f"{'command':<16}{'n':>5}{'p50':>9}{'p99':>9}{'max':>9}")
-    for name, values in results.items():
-        print(
-            f"{name:<16}{len(values):>5}{statistics.median(values):>9.1f}"
-            f"{percentile(values, 0.99):>9.1f}{max(values):>9.1f}"
-        )
+    print(latency_table(results, "command"))
 
 
 if __name__ == "__main__":

@@ -22,13 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.latency import percentile  # noqa: E402
 from router.catalog import load_catalog  # noqa: E402
 from tests.faults.discord_load import BURSTS, DAILY_WORDS, IN_FLIGHT_WORDS, run_load  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def main(members: int) -> None:

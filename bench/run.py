@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.latency import percentile  # noqa: E402
+
 SECTIONS = ("chat", "queue", "residency", "routing", "fleet", "upscale", "gpu")
 CONCURRENT_COMMANDS = 50
 ACK_LIMIT_MS = 3000.0  # Discord drops an interaction, Slack a command, not acknowledged within 3 s
@@ -70,11 +72,6 @@ def skipped(section: str, why: str) -> list[Figure]:
 
 def ratio_text(value: float, base: float, digits: int = 2) -> str:
     return f"{value / base:.{digits}f}" if base else "—"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 # --- chat ----------------------------------------------------------------------------------------------

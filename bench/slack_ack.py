@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import logging
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -25,15 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.latency import latency_table  # noqa: E402
 from bot.server_settings import ServerSettingsStore  # noqa: E402
 from router.catalog import load_catalog  # noqa: E402
 from tests.bot.slack.support import CHANNEL, Painter, Running, running_bot  # noqa: E402
 from tests.slack_fake import TEAMS  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def floor_burst(running: Running, concurrent: int) -> list[float]:
@@ -83,12 +78,7 @@ async def main(rounds: int, concurrent: int) -> None:
     logging.basicConfig(level=logging.WARNING)
     results = await measure(rounds, concurrent)
     print(f"{concurrent} slash commands at once, {rounds} round(s); acknowledgement latency in ms")
-    print(f"{'request':<16}{'n':>5}{'p50':>9}{'p99':>9}{'max':>9}")
-    for name, values in results.items():
-        print(
-            f"{name:<16}{len(values):>5}{statistics.median(values):>9.1f}"
-            f"{percentile(values, 0.99):>9.1f}{max(values):>9.1f}"
-        )
+    print(latency_table(results, "request"))
 
 
 if __name__ == "__main__":
