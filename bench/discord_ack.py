@@ -28,7 +28,7 @@ import discord  # noqa: E402
 from discord import app_commands  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bench.latency import latency_table  # noqa: E402
+from bench.latency import latency_table, until_delivered  # noqa: E402
 from bot.discord.bot import LikenessBot, discord_endpoints  # noqa: E402
 from bot.ledger import Ledger  # noqa: E402
 from bot.server_settings import ServerSettingsStore  # noqa: E402
@@ -96,10 +96,7 @@ async def measure(rounds: int, concurrent: int) -> dict[str, list[float]]:
             for _ in range(rounds):
                 results["no-op (floor)"] += await burst(fake, "ping", guild, concurrent)
                 results["/portrait"] += await burst(fake, "portrait", guild, concurrent, prompt="a fisherman")
-                for _ in range(2400):  # every result posted before the next round (at most 2 min)
-                    if not await ledger.open_generations():
-                        break
-                    await asyncio.sleep(0.05)
+                await until_delivered(ledger)  # before the next round
         finally:
             await bot.close()
             await asyncio.wait([task])

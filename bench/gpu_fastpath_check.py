@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import platform
 import sys
 import tempfile
@@ -49,7 +48,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from bench.gpu_sdxl import write_json  # noqa: E402
+from bench.gpu_sdxl import read_json, write_json  # noqa: E402
 from jobs import acceleration  # noqa: E402
 from jobs.pipelines import Device, Resident, _move, quiet_libraries  # noqa: E402
 from jobs.tiny import TINY_FAMILIES, ensure_tiny_pipeline  # noqa: E402
@@ -418,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.table_from is not None:
-        result = json.loads(args.table_from.read_text(encoding="utf-8"))
+        result = read_json(args.table_from, parser)
         print(table(result))
         return 0 if result.get("passed") else 1
     warnings.filterwarnings("ignore")

@@ -513,6 +513,19 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(scratch, path)
 
 
+def read_json(path: Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """A results file for `--table-from`; what is wrong with it ends the command with a usage error."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        parser.error(f"--table-from {path}: cannot read it ({exc.strerror or exc})")
+    except json.JSONDecodeError as exc:
+        parser.error(f"--table-from {path}: not JSON ({exc}); give the file --out wrote")
+    if not isinstance(data, dict):
+        parser.error(f"--table-from {path}: not a results file; give the file --out wrote")
+    return data
+
+
 def failed(exc: BaseException) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"failed: {type(exc).__name__}: {first[:200]}".rstrip(": ")
@@ -979,7 +992,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.table_from is not None:
-        print(table(json.loads(args.table_from.read_text(encoding="utf-8"))))
+        print(table(read_json(args.table_from, parser)))
         return 0
     warnings.filterwarnings("ignore")
     quiet_libraries()

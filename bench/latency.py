@@ -1,8 +1,14 @@
-"""Latency figures the chat benchmarks share: a percentile, and the table of p50 / p99 / max by request."""
+"""What the chat benchmarks share: a percentile, the table of p50 / p99 / max by request, and waiting for
+every result of a round to be posted before the next."""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
+
+from bot.ledger import Ledger
+
+POLL_S = 0.05
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -20,3 +26,11 @@ def latency_table(results: dict[str, list[float]], first_column: str) -> str:
             f"{percentile(values, 0.99):>9.1f}{max(values):>9.1f}"
         )
     return "\n".join(lines)
+
+
+async def until_delivered(ledger: Ledger, timeout_s: float = 120.0) -> None:
+    """Wait (at most `timeout_s`) until the ledger has no generation left open: every result posted."""
+    for _ in range(round(timeout_s / POLL_S)):  # the ledger is polled: nothing announces a delivery here
+        if not await ledger.open_generations():
+            return
+        await asyncio.sleep(POLL_S)

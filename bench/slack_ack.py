@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.latency import latency_table  # noqa: E402
+from bench.latency import latency_table, until_delivered  # noqa: E402
 from bot.server_settings import ServerSettingsStore  # noqa: E402
 from router.catalog import load_catalog  # noqa: E402
 from tests.bot.slack.support import CHANNEL, Painter, Running, running_bot  # noqa: E402
@@ -67,10 +67,7 @@ async def measure(rounds: int, concurrent: int) -> dict[str, list[float]]:
             for round_ in range(rounds):
                 results["no-op (floor)"] += await floor_burst(running, concurrent)
                 results["/portrait"] += await portrait_burst(running, concurrent, round_)
-                for _ in range(2400):  # every result posted before the next round (at most 2 min)
-                    if not await running.studio.ledger.open_generations():
-                        break
-                    await asyncio.sleep(0.05)
+                await until_delivered(running.studio.ledger)  # before the next round
     return results
 
 

@@ -50,20 +50,14 @@ def _image_branch_processors(unet: Any) -> list[Any]:
     ]
 
 
-def hold_strength_in_tensors(unet: Any) -> int:
-    """Move the strength of every IP-Adapter processor of `unet` into its value projections; returns
-    how many processors were changed (0 when done before, or when the UNet has no adapter)."""
-    changed = 0
+def hold_strength_in_tensors(unet: Any) -> None:
+    """Move the strength of every IP-Adapter processor of `unet` into its value projections (again: a
+    no-op; no adapter: nothing to do)."""
     for processor in _image_branch_processors(unet):
-        projections = processor.to_v_ip
-        if all(isinstance(p, StrengthScaled) for p in projections):
-            continue
-        for index, projection in enumerate(projections):
+        for index, projection in enumerate(processor.to_v_ip):
             if not isinstance(projection, StrengthScaled):
-                projections[index] = StrengthScaled(projection)
+                processor.to_v_ip[index] = StrengthScaled(projection)
         processor.scale = [1.0] * len(processor.scale)
-        changed += 1
-    return changed
 
 
 def holds_strength(unet: Any) -> bool:

@@ -66,6 +66,7 @@ from jobs.settings import WorkerSettings
 from jobs.spec import (
     FROM_IMAGE_KINDS,
     SPEC_VERSION,
+    Adapter,
     JobResult,
     JobSpec,
     ProgressEvent,
@@ -77,7 +78,7 @@ from jobs.spec import (
     unpack,
 )
 from jobs.timeouts import DEFAULT_PACE, PACE_BY_DEVICE, TRIES, Pace, job_limit_s, timed_out_twice
-from router.catalog import TINY_PREFIX, Catalog, Profile
+from router.catalog import TINY_PREFIX, AdapterRef, Catalog, Profile
 from router.engines import default_worker_profiles
 
 log = logging.getLogger(__name__)
@@ -305,23 +306,20 @@ class JobRunner:
         (sdxl-base and identity-xl share one), and loading the adapter later would change the compiled
         blocks under a user's job and compile them again there. A missing adapter does not stop the load:
         the faceless profiles still work, and an identity job fails with what to install."""
-        refs = [
-            profile.ip_adapter
-            for profile in self._served_on(checkpoint)
-            if profile.ip_adapter is not None and profile.available  # its adapter's weights are here
-        ]
-        if not refs:
+        source_ref = next(
+            (
+                profile.ip_adapter
+                for profile in self._served_on(checkpoint)
+                if profile.ip_adapter is not None and profile.available  # its adapter's weights are here
+            ),
+            None,
+        )
+        if source_ref is None:
             return None
-        source_ref = refs[0]
 
         def attach(pipeline: Any) -> Step:
             try:
-                source = self._adapter_source(
-                    source_ref.source,
-                    source_ref.subfolder,
-                    source_ref.weight_name,
-                    source_ref.image_encoder_folder,
-                )
+                source = self._adapter_source(source_ref)
                 attach_ip_adapter(pipeline, source)
             except (AdapterWeightsMissing, ValueError) as exc:
                 log.warning("no identity adapter with %s, identity jobs will fail: %s", checkpoint, exc)
@@ -330,16 +328,15 @@ class JobRunner:
 
         return attach
 
-    def _adapter_source(
-        self, source: str, subfolder: str, weight_name: str, image_encoder_folder: str
-    ) -> AdapterSource:
-        if source.startswith(TINY_PREFIX):
+    def _adapter_source(self, ref: AdapterRef | Adapter) -> AdapterSource:
+        """Where the adapter a profile (`AdapterRef`) or a job's recipe (`Adapter`) names is loaded from."""
+        if ref.source.startswith(TINY_PREFIX):
             return tiny_adapter_source(ensure_tiny_ip_adapter(self.settings.models_dir))
         return AdapterSource(
-            repo=source,
-            subfolder=subfolder,
-            weight_name=weight_name,
-            image_encoder_folder=image_encoder_folder,
+            repo=ref.source,
+            subfolder=ref.subfolder,
+            weight_name=ref.weight_name,
+            image_encoder_folder=ref.image_encoder_folder,
         )
 
     def _make(self, run: JobRun, recipe: Recipe, progress: ProgressSink) -> Made:
@@ -443,9 +440,7 @@ class JobRunner:
             raise CannotRun(f"{recipe.profile} has no identity adapter, so it cannot draw characters")
         adapter = recipe.adapter
         try:
-            source = self._adapter_source(
-                adapter.source, adapter.subfolder, adapter.weight_name, adapter.image_encoder_folder
-            )
+            source = self._adapter_source(adapter)
             attach_ip_adapter(pipeline, source)  # a no-op where it was loaded with the pipeline
         except AdapterWeightsMissing as exc:
             raise WeightsMissing(str(exc)) from exc

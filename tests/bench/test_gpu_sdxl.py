@@ -411,3 +411,17 @@ def test_the_wheel_list_is_one_pinned_version_of_each_package() -> None:
     pins = _wheels()
     assert {"diffusers", "pydantic", "pydantic-core", "pydantic-settings"} <= set(pins)
     assert all(re.fullmatch(r"[0-9][0-9A-Za-z.+]*", version) for version in pins.values())
+
+
+@pytest.mark.parametrize("content", [None, "not json", "[1]"], ids=["missing", "not-json", "not-results"])
+def test_a_table_from_a_file_that_is_not_a_results_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None
+) -> None:
+    path = tmp_path / "gpu.json"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    for script in (gpu_sdxl, gpu_fastpath_check):
+        with pytest.raises(SystemExit) as exited:
+            script.main(["--table-from", str(path)])
+        assert exited.value.code == 2
+        assert f"--table-from {path}: " in capsys.readouterr().err
