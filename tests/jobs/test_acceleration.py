@@ -302,14 +302,7 @@ def _failing_backend(graph: Any, example_inputs: Any) -> Any:
 def test_a_compile_that_fails_its_warm_up_is_undone(models_dir: Path) -> None:
     pipeline = load(models_dir, "sd15")
     before = generate(pipeline, (1,))
-    fast = FastPath(
-        channels_last=False,
-        fuse_qkv=False,
-        compile=True,
-        vae_tile_above_px=0,
-        vae_slice_above_px=0,
-        compile_options=(("backend", _failing_backend),),
-    )
+    fast = replace(COMPILE_EAGER, fuse_qkv=False, compile_options=(("backend", _failing_backend),))
     report = accelerate(pipeline, "sd15", fast, warm_up_sizes=[(128, 128, 1)])
     assert [(s.name, s.on) for s in report.steps] == [("sdpa", True), ("warm_up", False), ("compile", False)]
     assert "no compiler here" in report.steps[1].detail

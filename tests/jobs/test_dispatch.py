@@ -250,23 +250,20 @@ async def test_jobs_a_burst_scored_ahead_of_the_clock_count_as_waiting(
     # burst are due a few ms after they are submitted. A decision made in between must count them, or it
     # opens the cold queue (a load) while warm work is due a moment later.
     now = time.time()
-    cold = spec(SD15)
-    await queue.redis.enqueue_job(
-        ARQ_FUNCTION,
-        cold.model_dump(),
-        _job_id=cold.job_id,
-        _queue_name=queue_of(SD15),
-        _defer_until=datetime.fromtimestamp(now - 1, UTC),
-    )
-    for ahead_s in (0.002, 0.003, 600):  # two of a burst; one deferred for ten minutes
-        warm = spec(XL)
+
+    async def due_at(profile: str, when: float) -> None:
+        job = spec(profile)
         await queue.redis.enqueue_job(
             ARQ_FUNCTION,
-            warm.model_dump(),
-            _job_id=warm.job_id,
-            _queue_name=queue_of(XL),
-            _defer_until=datetime.fromtimestamp(now + ahead_s, UTC),
+            job.model_dump(),
+            _job_id=job.job_id,
+            _queue_name=queue_of(profile),
+            _defer_until=datetime.fromtimestamp(when, UTC),
         )
+
+    await due_at(SD15, now - 1)
+    for ahead_s in (0.002, 0.003, 600):  # two of a burst; one deferred for ten minutes
+        await due_at(XL, now + ahead_s)
     served = served_profiles(tiny_catalog, [XL, SD15])
     gates = {p.queue: FakeGate() for p in served}
     intake = Dispatcher(gates, served, queue.redis, FakeRunner(["tiny:sdxl"]), clock=lambda: now)
